@@ -1,0 +1,273 @@
+package actions
+
+import (
+	"fmt"
+	"time"
+)
+
+// Command statuses: sent → done | failed | expired.
+const (
+	StatusSent    = "sent"
+	StatusDone    = "done"
+	StatusFailed  = "failed"
+	StatusExpired = "expired"
+)
+
+// Ways a command or event came in.
+const (
+	ViaREST   = "rest"
+	ViaMQTT   = "mqtt"
+	ViaScript = "script"
+	ViaServer = "server"
+)
+
+// Command is one order sent to one device and what came of it.
+type Command struct {
+	ID       string    `json:"id"`
+	Device   string    `json:"device"`
+	Verb     string    `json:"verb"`
+	Status   string    `json:"status"`
+	State    string    `json:"state"`
+	Reason   string    `json:"reason"`
+	By       string    `json:"by"`
+	Via      string    `json:"via"`
+	Created  time.Time `json:"created"`
+	NotAfter time.Time `json:"not_after"`
+}
+
+// StatusOffline marks, in a lock-all answer, a device that was offline so
+// that no command was sent to it.
+const StatusOffline = "offline"
+
+// verbState returns the state a verb leads to on a device of kind, and
+// whether the verb applies to that kind at all.
+func verbState(kind, verb string) (string, bool) {
+	st, ok := kindVerbs[kind][verb]
+	return st, ok
+}
+
+// desiredAfter is the desired state a device is told in its welcome after
+// a command: never "unlocked" (see Device.Desired).
+func desiredAfter(verb string) string {
+	switch verb {
+	case "lock":
+		return "locked"
+	case "on", "off":
+		return verb
+	}
+	return ""
+}
+
+// SendCommand sends verb to one device for p, through via. The command is
+// committed before it is sent; its outcome comes later with the device's
+// ack (see Wait).
+func (s *Service) SendCommand(p Principal, deviceID, verb, via string) (Command, error) {
+	var d Device
+	err := s.store.View(func(tx Tx) (err error) {
+		d, err = s.visibleDevice(tx, p, deviceID)
+		return err
+	})
+	if err != nil {
+		return Command{}, err
+	}
+	if err := canOperate(p, d); err != nil {
+		return Command{}, err
+	}
+	if _, ok := verbState(d.Kind, verb); !ok {
+		return Command{}, Errorf(EInvalid, "a %s does not take %q", d.Kind, verb)
+	}
+	if !d.Online {
+		return Command{}, Errorf(EConflict, "device %q is offline", d.ID)
+	}
+	return s.send(p, d, verb, via)
+}
+
+func (s *Service) send(p Principal, d Device, verb, via string) (Command, error) {
+	now := s.now()
+	c := Command{ID: newID(), Device: d.ID, Verb: verb, Status: StatusSent, By: p.ID, Via: via,
+		Created: now, NotAfter: now.Add(s.ttl)}
+	err := s.store.Update(func(tx Tx) error {
+		cur, err := tx.Device(d.ID)
+		if err != nil {
+			return err
+		}
+		if desired := desiredAfter(verb); desired != "" || verb == "unlock" {
+			cur.Desired = desired
+			if err := tx.PutDevice(cur); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutCommand(c); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventCommand, Device: d.ID, User: p.ID, Via: via,
+			Command: c.ID, Detail: verb + " sent"})
+	})
+	if err != nil {
+		return Command{}, err
+	}
+	s.mu.Lock()
+	if !s.closed {
+		id := c.ID
+		s.timers[id] = time.AfterFunc(s.ttl, func() { s.expire(id) })
+	}
+	s.mu.Unlock()
+	payload := fmt.Sprintf("%s %s %d", verb, c.ID, c.NotAfter.Unix())
+	if err := s.publish(DeviceTopic(d.ID), payload, s.ttl); err != nil {
+		s.log.Error("send command", "device_id", d.ID, "cmd_id", c.ID, "error", err)
+		return s.finish(c.ID, StatusFailed, "", "could not be sent", "send failed")
+	}
+	s.log.Debug("command sent", "device_id", d.ID, "cmd_id", c.ID, "verb", verb, "by", p.ID)
+	return c, nil
+}
+
+// SendAll sends verb to every device of the verb's kind that p may operate.
+// Offline devices get no command; they are listed with StatusOffline.
+func (s *Service) SendAll(p Principal, verb, via string) ([]Command, error) {
+	var targets []Device
+	err := s.store.View(func(tx Tx) error {
+		all, err := tx.Devices()
+		for _, d := range all {
+			if _, ok := verbState(d.Kind, verb); ok && canSee(p, d) && canOperate(p, d) == nil {
+				targets = append(targets, s.withPresence(d))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if p.Kind != PrincipalUser {
+		return nil, Errorf(EForbidden, "only people can send commands")
+	}
+	out := make([]Command, 0, len(targets))
+	for _, d := range targets {
+		if !d.Online {
+			out = append(out, Command{Device: d.ID, Verb: verb, Status: StatusOffline})
+			continue
+		}
+		c, err := s.send(p, d, verb, via)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Command returns a command on a device p may see.
+func (s *Service) Command(p Principal, id string) (Command, error) {
+	var c Command
+	err := s.store.View(func(tx Tx) (err error) {
+		c, err = tx.Command(id)
+		if err == nil {
+			_, err = s.visibleDevice(tx, p, c.Device)
+		}
+		if ErrorCode(err) == ENotFound {
+			return Errorf(ENotFound, "command %q not found", id)
+		}
+		return err
+	})
+	return c, err
+}
+
+// Wait returns command id once it is no longer sent, or as it is when done
+// is closed first.
+func (s *Service) Wait(done <-chan struct{}, id string) (Command, error) {
+	ch := make(chan Command, 1)
+	s.mu.Lock()
+	s.waiters[id] = append(s.waiters[id], ch)
+	s.mu.Unlock()
+	defer s.unwait(id, ch)
+
+	var c Command
+	if err := s.store.View(func(tx Tx) (err error) { c, err = tx.Command(id); return err }); err != nil {
+		return Command{}, err
+	}
+	if c.Status != StatusSent {
+		return c, nil
+	}
+	select {
+	case got, ok := <-ch:
+		if ok {
+			return got, nil
+		}
+	case <-done:
+	}
+	err := s.store.View(func(tx Tx) (err error) { c, err = tx.Command(id); return err })
+	return c, err
+}
+
+func (s *Service) unwait(id string, ch chan<- Command) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ws := s.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			s.waiters[id] = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(s.waiters[id]) == 0 {
+		delete(s.waiters, id)
+	}
+}
+
+// expire ends a command whose time to live has passed without an ack.
+func (s *Service) expire(id string) {
+	c, err := s.finish(id, StatusExpired, "", "no answer before not-after", "expired")
+	if err != nil {
+		if ErrorCode(err) != EConflict {
+			s.log.Error("expire command", "cmd_id", id, "error", err)
+		}
+		return
+	}
+	s.log.Info("command expired", "cmd_id", id, "device_id", c.Device)
+	s.notifyDevice(c.Device, fmt.Sprintf("lock_response %s %s 1 %s", c.ID, c.Device, StatusExpired))
+}
+
+// finish moves a sent command to status, commits it with its event, and
+// wakes whoever waits for it. It returns EConflict when the command was
+// no longer sent.
+func (s *Service) finish(id, status, state, reason, detail string) (Command, error) {
+	var c Command
+	now := s.now()
+	err := s.store.Update(func(tx Tx) (err error) {
+		if c, err = tx.Command(id); err != nil {
+			return err
+		}
+		if c.Status != StatusSent {
+			return Errorf(EConflict, "command %q is already %s", id, c.Status)
+		}
+		c.Status, c.State, c.Reason = status, state, reason
+		if err := tx.PutCommand(c); err != nil {
+			return err
+		}
+		typ := EventCommand
+		if status == StatusDone || (status == StatusFailed && state != "") {
+			typ = EventAck
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: typ, Device: c.Device, User: c.By, Via: c.Via,
+			Command: c.ID, Detail: c.Verb + " " + detail})
+	})
+	if err != nil {
+		return Command{}, err
+	}
+	s.wake(c)
+	return c, nil
+}
+
+func (s *Service) wake(c Command) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t := s.timers[c.ID]; t != nil {
+		t.Stop()
+		delete(s.timers, c.ID)
+	}
+	for _, w := range s.waiters[c.ID] {
+		select {
+		case w <- c:
+		default:
+		}
+	}
+}

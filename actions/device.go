@@ -1,0 +1,324 @@
+package actions
+
+import (
+	"slices"
+	"time"
+)
+
+// Device kinds.
+const (
+	KindLock   = "lock"
+	KindLight  = "light"
+	KindCamera = "camera"
+)
+
+// Device is a lock, light or camera known to the server.
+type Device struct {
+	ID       string    `json:"id"`
+	Kind     string    `json:"kind"`
+	Name     string    `json:"name"`
+	State    string    `json:"state"`
+	Online   bool      `json:"online"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Firmware string    `json:"firmware"`
+	Created  time.Time `json:"created"`
+	// Desired is the state the server last asked for, told to the device in
+	// its welcome. An unlock never becomes a desired state: a door must not
+	// open because a device reconnected long after somebody asked.
+	Desired string `json:"desired"`
+	// Owner is the user who created or paired the device.
+	Owner string `json:"owner,omitempty"`
+	// SecretHash is the SHA-256 of the device's secret.
+	SecretHash []byte `json:"-"`
+}
+
+// kindStates lists the states each kind may report, and kindVerbs the
+// commands each kind accepts with the state each one leads to.
+var (
+	kindStates = map[string][]string{
+		KindLock:   {"locked", "unlocked", "locking", "unlocking", "jammed", "open", "unknown"},
+		KindLight:  {"on", "off", "unknown"},
+		KindCamera: {"on", "off", "unknown"},
+	}
+	kindVerbs = map[string]map[string]string{
+		KindLock:  {"lock": "locked", "unlock": "unlocked"},
+		KindLight: {"on": "on", "off": "off"},
+	}
+)
+
+// ValidKind reports whether kind is a device kind.
+func ValidKind(kind string) bool {
+	_, ok := kindStates[kind]
+	return ok
+}
+
+// ValidState reports whether a device of kind may report state.
+func ValidState(kind, state string) bool {
+	return slices.Contains(kindStates[kind], state)
+}
+
+// ValidID reports whether id is usable as a device id: 1 to 64 characters
+// of letters, digits, '-', '_' and '.', so that it is one MQTT topic level
+// and one word of a payload.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 || id == "all" || id == "inline" || id == "pair" {
+		return false
+	}
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// DeviceTopic is the topic only device id reads.
+func DeviceTopic(id string) string { return "todevice/" + id }
+
+// AppTopic is the topic only user name reads.
+func AppTopic(name string) string { return "toapp/" + name }
+
+// ServerTopic is the one topic devices and apps publish to.
+const ServerTopic = "toserver"
+
+// canSee reports whether p may see device d: admins see everything, a device
+// sees itself, a person sees the devices they own.
+func canSee(p Principal, d Device) bool {
+	switch p.Kind {
+	case PrincipalDevice:
+		return p.ID == d.ID
+	case PrincipalUser:
+		return p.Role == RoleAdmin || (d.Owner != "" && d.Owner == p.ID)
+	}
+	return false
+}
+
+// canOperate returns nil when p may send commands to d, which p can see.
+func canOperate(p Principal, d Device) error {
+	if p.Kind != PrincipalUser {
+		return Errorf(EForbidden, "only people can send commands")
+	}
+	if p.Role == RoleGuest {
+		return Errorf(EForbidden, "no grant to operate device %q now", d.ID)
+	}
+	return nil
+}
+
+// deviceNotFound is the error for a device that does not exist or that the
+// caller may not see: the two are not told apart.
+func deviceNotFound(id string) error {
+	return Errorf(ENotFound, "device %q not found", id)
+}
+
+// visibleDevice loads device id for p, hiding devices p may not see.
+func (s *Service) visibleDevice(tx Tx, p Principal, id string) (Device, error) {
+	d, err := tx.Device(id)
+	if ErrorCode(err) == ENotFound || (err == nil && !canSee(p, d)) {
+		return Device{}, deviceNotFound(id)
+	}
+	if err != nil {
+		return Device{}, err
+	}
+	return s.withPresence(d), nil
+}
+
+func (s *Service) withPresence(d Device) Device {
+	d.Online = s.isOnline(d.ID)
+	return d
+}
+
+func (s *Service) isOnline(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.online[id] > 0
+}
+
+// NewDevice is what an admin gives to create a device.
+type NewDevice struct {
+	ID   string
+	Kind string
+	Name string
+}
+
+// CreateDevice creates a device and returns it with its secret, which is
+// not kept and cannot be shown again.
+func (s *Service) CreateDevice(p Principal, nd NewDevice) (Device, string, error) {
+	if !p.IsAdmin() {
+		return Device{}, "", Errorf(EForbidden, "only admins create devices")
+	}
+	if !ValidID(nd.ID) {
+		return Device{}, "", Errorf(EInvalid, "device id must be 1-64 letters, digits, '-', '_' or '.', and not a reserved word")
+	}
+	if !ValidKind(nd.Kind) {
+		return Device{}, "", Errorf(EInvalid, "kind must be lock, light or camera")
+	}
+	if err := validName(nd.Name); err != nil {
+		return Device{}, "", err
+	}
+	secret := NewSecret()
+	now := s.now()
+	d := Device{ID: nd.ID, Kind: nd.Kind, Name: nd.Name, State: "unknown", Created: now, Desired: "",
+		Owner: p.ID, SecretHash: Hash(secret)}
+	err := s.store.Update(func(tx Tx) error {
+		if _, err := tx.Device(d.ID); err == nil {
+			return Errorf(EConflict, "device %q already exists", d.ID)
+		} else if ErrorCode(err) != ENotFound {
+			return err
+		}
+		if err := tx.PutDevice(d); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, Device: d.ID, User: p.ID, Via: ViaREST,
+			Detail: "device created: " + d.Kind})
+	})
+	if err != nil {
+		return Device{}, "", err
+	}
+	return s.withPresence(d), secret, nil
+}
+
+func validName(name string) error {
+	if len(name) > 128 {
+		return Errorf(EInvalid, "name longer than 128 bytes")
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f || r == 0xfffd {
+			return Errorf(EInvalid, "name must be printable text")
+		}
+	}
+	return nil
+}
+
+// Devices lists the devices p may see.
+func (s *Service) Devices(p Principal) ([]Device, error) {
+	var out []Device
+	err := s.store.View(func(tx Tx) error {
+		all, err := tx.Devices()
+		for _, d := range all {
+			if canSee(p, d) {
+				out = append(out, s.withPresence(d))
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// Device returns one device p may see.
+func (s *Service) Device(p Principal, id string) (Device, error) {
+	var d Device
+	err := s.store.View(func(tx Tx) (err error) {
+		d, err = s.visibleDevice(tx, p, id)
+		return err
+	})
+	return d, err
+}
+
+// DevicePatch holds the fields of a device an admin may change; nil means
+// unchanged.
+type DevicePatch struct {
+	Name *string
+}
+
+// UpdateDevice changes a device's editable fields.
+func (s *Service) UpdateDevice(p Principal, id string, patch DevicePatch) (Device, error) {
+	var d Device
+	err := s.store.Update(func(tx Tx) (err error) {
+		if d, err = s.visibleDevice(tx, p, id); err != nil {
+			return err
+		}
+		if !p.IsAdmin() {
+			return Errorf(EForbidden, "only admins change devices")
+		}
+		if patch.Name != nil {
+			if err := validName(*patch.Name); err != nil {
+				return err
+			}
+			d.Name = *patch.Name
+		}
+		if err := tx.PutDevice(d); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, Device: id, User: p.ID, Via: ViaREST, Detail: "device updated"})
+	})
+	return d, err
+}
+
+// DeleteDevice removes a device and ends its live connections; its events
+// and commands stay in the log.
+func (s *Service) DeleteDevice(p Principal, id string) error {
+	err := s.store.Update(func(tx Tx) error {
+		if _, err := s.visibleDevice(tx, p, id); err != nil {
+			return err
+		}
+		if !p.IsAdmin() {
+			return Errorf(EForbidden, "only admins delete devices")
+		}
+		if err := tx.DeleteDevice(id); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, Device: id, User: p.ID, Via: ViaREST, Detail: "device deleted"})
+	})
+	if err == nil && s.pub != nil {
+		s.pub.Disconnect(PrincipalDevice, id)
+	}
+	return err
+}
+
+// Connected records that principal p opened a connection. For devices this
+// is presence: the first live connection makes the device online. Several
+// connections are counted, so a session takeover, where the new connection
+// arrives before the old one is gone, never shows the device offline.
+func (s *Service) Connected(p Principal, remote string) {
+	if p.Kind != PrincipalDevice {
+		return
+	}
+	s.mu.Lock()
+	s.online[p.ID]++
+	first := s.online[p.ID] == 1
+	s.mu.Unlock()
+	if first {
+		s.presence(p.ID, EventOnline, remote)
+	}
+}
+
+// Disconnected records that a connection of p ended.
+func (s *Service) Disconnected(p Principal, remote string) {
+	if p.Kind != PrincipalDevice {
+		return
+	}
+	s.mu.Lock()
+	s.online[p.ID]--
+	last := s.online[p.ID] <= 0
+	if last {
+		delete(s.online, p.ID)
+	}
+	s.mu.Unlock()
+	if last {
+		s.presence(p.ID, EventOffline, remote)
+	}
+}
+
+func (s *Service) presence(id, typ, remote string) {
+	now := s.now()
+	err := s.store.Update(func(tx Tx) error {
+		d, err := tx.Device(id)
+		if err != nil {
+			return err
+		}
+		d.LastSeen = now
+		if err := tx.PutDevice(d); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: typ, Device: id, Via: ViaMQTT, Detail: remote})
+	})
+	if err != nil {
+		if ErrorCode(err) != ENotFound {
+			s.log.Error("record presence", "device_id", id, "error", err)
+		}
+		return
+	}
+	s.notifyDevice(id, typ+" "+id)
+}

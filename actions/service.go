@@ -1,0 +1,273 @@
+package actions
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Command time-to-live bounds (DESIGN §4).
+const (
+	DefaultCommandTTL = 30 * time.Second
+	MaxCommandTTL     = 5 * time.Minute
+)
+
+// Config holds what a Service needs. Store is required; the rest has
+// defaults.
+type Config struct {
+	Store      Store
+	Logger     *slog.Logger
+	CommandTTL time.Duration
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// Service is the domain: every device, person and command goes through it.
+type Service struct {
+	store Store
+	pub   Publisher
+	log   *slog.Logger
+	ttl   time.Duration
+	now   func() time.Time
+
+	registry map[string]Action
+
+	mu      sync.Mutex
+	online  map[string]int              // device id → live connections
+	waiters map[string][]chan<- Command // command id → waiting callers
+	timers  map[string]*time.Timer      // command id → expiry timer
+	closed  bool
+}
+
+// New returns a Service; it does no I/O. Call SetPublisher and then Open.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("actions: no store")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.CommandTTL == 0:
+		cfg.CommandTTL = DefaultCommandTTL
+	case cfg.CommandTTL < time.Second || cfg.CommandTTL > MaxCommandTTL:
+		return nil, fmt.Errorf("actions: command ttl %s outside 1s..%s", cfg.CommandTTL, MaxCommandTTL)
+	}
+	s := &Service{
+		store:   cfg.Store,
+		log:     cfg.Logger,
+		ttl:     cfg.CommandTTL,
+		now:     cfg.Now,
+		online:  map[string]int{},
+		waiters: map[string][]chan<- Command{},
+		timers:  map[string]*time.Timer{},
+	}
+	s.registry = s.builtins()
+	return s, nil
+}
+
+// SetPublisher connects the service to the broker. Until it is called,
+// messages to MQTT are dropped.
+func (s *Service) SetPublisher(p Publisher) { s.pub = p }
+
+// CommandTTL is the time to live of new commands.
+func (s *Service) CommandTTL() time.Duration { return s.ttl }
+
+// Open makes the stored state consistent for a fresh start: every command
+// still waiting for its device from an earlier run becomes expired, since an
+// unlock is never replayed after a restart (DESIGN §4).
+func (s *Service) Open() error {
+	now := s.now()
+	return s.store.Update(func(tx Tx) error {
+		pending, err := tx.PendingCommands()
+		if err != nil {
+			return err
+		}
+		for _, c := range pending {
+			c.Status, c.Reason = StatusExpired, "server restarted"
+			if err := tx.PutCommand(c); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(&Event{Time: now, Type: EventCommand, Device: c.Device, User: c.By,
+				Via: ViaServer, Command: c.ID, Detail: c.Verb + " expired: server restarted"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close stops the expiry timers and wakes every waiting caller.
+func (s *Service) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for id, t := range s.timers {
+		t.Stop()
+		delete(s.timers, id)
+	}
+	for id, ws := range s.waiters {
+		for _, w := range ws {
+			close(w)
+		}
+		delete(s.waiters, id)
+	}
+}
+
+// Ready reports whether the store answers.
+func (s *Service) Ready() error {
+	return s.store.View(func(tx Tx) error {
+		_, err := tx.Users()
+		return err
+	})
+}
+
+// EnsureAdmin creates the user "admin" when the store has no user yet, with
+// token as its API token, or a random one when token is empty. It returns
+// the token it made up, "" when it made none.
+func (s *Service) EnsureAdmin(token string) (generated string, err error) {
+	if token != "" && len(token) < 16 {
+		return "", Errorf(EInvalid, "admin token must be at least 16 characters")
+	}
+	err = s.store.Update(func(tx Tx) error {
+		users, err := tx.Users()
+		if err != nil || len(users) > 0 {
+			return err
+		}
+		secret := token
+		if secret == "" {
+			secret = NewSecret()
+		}
+		now := s.now()
+		if err := tx.PutUser(User{Name: "admin", Role: RoleAdmin, Created: now}); err != nil {
+			return err
+		}
+		if err := tx.PutToken(Token{ID: newID(), User: "admin", Name: "bootstrap", Created: now, Hash: Hash(secret)}); err != nil {
+			return err
+		}
+		if token == "" {
+			generated = secret
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: "admin", Via: ViaServer, Detail: "bootstrap admin created"})
+	})
+	return generated, err
+}
+
+// AuthenticateBearer returns the person a REST bearer token belongs to.
+func (s *Service) AuthenticateBearer(token, remote string) (Principal, error) {
+	var p Principal
+	err := s.store.View(func(tx Tx) error {
+		var err error
+		p, err = s.tokenPrincipal(tx, token)
+		return err
+	})
+	if err != nil {
+		s.refuse("rest", "", remote, "bad token")
+		return Principal{}, Errorf(EUnauthorized, "invalid or missing bearer token")
+	}
+	return p, nil
+}
+
+func (s *Service) tokenPrincipal(tx Tx, token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, Errorf(EUnauthorized, "no token")
+	}
+	t, err := tx.TokenByHash(Hash(token))
+	if err != nil {
+		return Principal{}, err
+	}
+	if !t.Expires.IsZero() && !s.now().Before(t.Expires) {
+		return Principal{}, Errorf(EUnauthorized, "token expired")
+	}
+	u, err := tx.User(t.User)
+	if err != nil {
+		return Principal{}, err
+	}
+	return Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role, Token: t.ID}, nil
+}
+
+// AuthenticateMQTT checks an MQTT CONNECT. A device logs in with client id =
+// username = device id and its secret as password; a person with their
+// name and an API token. Everything else is refused, and so is the client
+// id "inline", which mochi reserves for the server's own client.
+func (s *Service) AuthenticateMQTT(clientID, username string, password []byte, remote string) (Principal, error) {
+	p, err := s.authenticateMQTT(clientID, username, string(password))
+	if err != nil {
+		s.refuse(ViaMQTT, username, remote, ErrorMessage(err))
+		return Principal{}, Errorf(EUnauthorized, "bad username or password")
+	}
+	return p, nil
+}
+
+func (s *Service) authenticateMQTT(clientID, username, password string) (Principal, error) {
+	if clientID == "" || clientID == "inline" || username == "" || password == "" {
+		return Principal{}, Errorf(EUnauthorized, "missing identity")
+	}
+	var p Principal
+	err := s.store.View(func(tx Tx) error {
+		if clientID == username {
+			d, err := tx.Device(username)
+			if err == nil {
+				if subtle.ConstantTimeCompare(d.SecretHash, Hash(password)) != 1 {
+					return Errorf(EUnauthorized, "wrong device secret")
+				}
+				p = Principal{Kind: PrincipalDevice, ID: d.ID}
+				return nil
+			}
+			if ErrorCode(err) != ENotFound {
+				return err
+			}
+		}
+		tp, err := s.tokenPrincipal(tx, password)
+		if err != nil {
+			return Errorf(EUnauthorized, "bad token")
+		}
+		if tp.ID != username {
+			return Errorf(EUnauthorized, "token of another user")
+		}
+		p = tp
+		return nil
+	})
+	return p, err
+}
+
+// refuse records a refused login. It is best effort: a failing store must
+// not turn a refusal into something else.
+func (s *Service) refuse(via, username, remote, why string) {
+	detail := fmt.Sprintf("%s from %s: %s", via, remote, why)
+	if err := s.store.Update(func(tx Tx) error {
+		return tx.AppendEvent(&Event{Time: s.now(), Type: EventLoginRefused, User: username, Via: via, Detail: detail})
+	}); err != nil {
+		s.log.Warn("record refused login", "error", err)
+	}
+	s.log.Info("login refused", "via", via, "username", username, "remote", remote, "reason", why)
+}
+
+// Hash is how secrets and tokens are kept: their SHA-256.
+func Hash(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+// NewSecret returns 32 random bytes in hex, for device secrets and tokens.
+func NewSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newID returns a random 16-character hex id.
+func newID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

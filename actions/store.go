@@ -1,0 +1,54 @@
+package actions
+
+import "time"
+
+// Store keeps everything worth keeping. Each call runs fn in one
+// transaction: Update commits only when fn returns nil, so the writes a fn
+// makes land together or not at all. fn may be called more than once and
+// must not have effects outside tx.
+type Store interface {
+	View(fn func(Tx) error) error
+	Update(fn func(Tx) error) error
+}
+
+// Tx is one store transaction. Getters return an *Error with code ENotFound
+// when the record does not exist. Values returned are copies the caller owns.
+type Tx interface {
+	Device(id string) (Device, error)
+	Devices() ([]Device, error)
+	PutDevice(d Device) error
+	DeleteDevice(id string) error
+
+	User(name string) (User, error)
+	Users() ([]User, error)
+	PutUser(u User) error
+
+	// TokenByHash finds a token by the SHA-256 of its secret.
+	TokenByHash(hash []byte) (Token, error)
+	PutToken(t Token) error
+
+	Command(id string) (Command, error)
+	// PutCommand saves c; commands whose Status is StatusSent are also
+	// kept in an index that PendingCommands reads.
+	PutCommand(c Command) error
+	PendingCommands() ([]Command, error)
+
+	// AppendEvent gives e a time-ordered ID (from e.Time, which must be set)
+	// and appends it to the log.
+	AppendEvent(e *Event) error
+	// Events lists events newest first, matching q, at most q.Limit of them,
+	// starting after q.Cursor; next is the cursor of the following page, ""
+	// at the end.
+	Events(q EventQuery) (events []Event, next string, err error)
+}
+
+// Publisher sends a message from the server to MQTT subscribers and ends
+// the sessions of identities that lost their right to be connected.
+type Publisher interface {
+	// Publish sends at QoS 1, never retained; ttl > 0 becomes the MQTT 5
+	// message expiry.
+	Publish(topic string, payload []byte, ttl time.Duration) error
+	// Disconnect closes every live connection of the principal of that kind
+	// and id.
+	Disconnect(kind, id string)
+}

@@ -1,0 +1,146 @@
+// Package broker runs the embedded MQTT broker (mochi-mqtt): its
+// listeners, authentication and ACL, and the hook that hands every message on
+// "toserver" to the actions service.
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"gatehouse/actions"
+)
+
+// Limits chosen for ESP32-class devices on a home or building network.
+const (
+	// MaxPacketSize fits a 256 KiB picture plus its header words.
+	MaxPacketSize = 256*1024 + 1024
+	// ConnectTimeout is how long a new connection may take to send CONNECT.
+	ConnectTimeout = 10 * time.Second
+	// maxWritesPending bounds the messages queued to one slow client.
+	maxWritesPending = 128
+	// maxInflight bounds the QoS 1 messages kept for one client.
+	maxInflight = 64
+	// maxSessionExpiry bounds how long a disconnected session is kept.
+	maxSessionExpiry = 24 * 60 * 60
+)
+
+// Options configures a Broker.
+type Options struct {
+	// Addr is the TCP listen address, like ":1883".
+	Addr   string
+	Logger *slog.Logger
+}
+
+// Broker is the MQTT side of Gatehouse. It implements actions.Publisher.
+type Broker struct {
+	srv    *mqtt.Server
+	inline *mqtt.Client
+	hook   *hook
+	tcp    *tcpListener
+	ws     *wsListener
+	addr   string
+	log    *slog.Logger
+}
+
+var _ actions.Publisher = (*Broker)(nil)
+
+// New builds a broker for svc; it does no I/O until Listen.
+func New(svc *actions.Service, opts Options) (*Broker, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = MaxPacketSize
+	caps.MaximumClientWritesPending = maxWritesPending
+	caps.MaximumInflight = maxInflight
+	caps.ReceiveMaximum = maxInflight
+	caps.MaximumSessionExpiryInterval = maxSessionExpiry
+	// Also the bound for QoS 1 messages queued to v3 clients: no command
+	// lives longer than the longest time to live.
+	caps.MaximumMessageExpiryInterval = int64(actions.MaxCommandTTL / time.Second)
+	caps.Compatibilities.ObscureNotAuthorized = false
+
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 opts.Logger.With("component", "mochi"),
+		SysTopicResendInterval: 60,
+	})
+	b := &Broker{
+		srv:  srv,
+		addr: opts.Addr,
+		log:  opts.Logger,
+		hook: &hook{svc: svc, log: opts.Logger},
+	}
+	b.inline = srv.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
+	if err := srv.AddHook(b.hook, nil); err != nil {
+		return nil, fmt.Errorf("add hook: %w", err)
+	}
+	return b, nil
+}
+
+// Listen binds the TCP listener, so that a busy port fails at start-up.
+func (b *Broker) Listen() error {
+	ln, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		return fmt.Errorf("mqtt listen on %s: %w", b.addr, err)
+	}
+	b.tcp = &tcpListener{id: "tcp", ln: ln}
+	b.ws = &wsListener{id: "ws"}
+	if err := b.srv.AddListener(b.tcp); err != nil {
+		ln.Close()
+		return err
+	}
+	return b.srv.AddListener(b.ws)
+}
+
+// Addr is the bound TCP address.
+func (b *Broker) Addr() string { return b.tcp.ln.Addr().String() }
+
+// Serve starts accepting connections; it returns at once.
+func (b *Broker) Serve() error { return b.srv.Serve() }
+
+// Close disconnects every client and stops the listeners, waiting at most
+// timeout for client goroutines to end.
+func (b *Broker) Close(timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		b.srv.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(timeout):
+		return errors.New("broker: clients still connected after shutdown deadline")
+	}
+}
+
+// Publish sends payload to topic from the server itself at QoS 1, never
+// retained, with the MQTT 5 message expiry set to ttl when ttl > 0.
+func (b *Broker) Publish(topic string, payload []byte, ttl time.Duration) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    1, // never processed for the inline client, but must be valid
+	}
+	if ttl > 0 {
+		pk.Properties.MessageExpiryInterval = uint32((ttl + time.Second - 1) / time.Second)
+	}
+	return b.srv.InjectPacket(b.inline, pk)
+}
+
+// Disconnect ends every live connection authenticated as kind/id.
+func (b *Broker) Disconnect(kind, id string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if p, ok := b.hook.principal(cl); ok && p.Kind == kind && p.ID == id {
+			_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// tcpListener is mochi's TCP listener made safe for the internet: it is
+// bound before the server starts, a connection must send CONNECT within
+// ConnectTimeout (mochi sets the keep-alive deadline after CONNECT), and
+// Accept errors are logged and retried instead of ending the listener.
+type tcpListener struct {
+	id     string
+	ln     net.Listener
+	log    *slog.Logger
+	closed atomic.Bool
+}
+
+var _ listeners.Listener = (*tcpListener)(nil)
+
+func (l *tcpListener) ID() string                  { return l.id }
+func (l *tcpListener) Address() string             { return l.ln.Addr().String() }
+func (l *tcpListener) Protocol() string            { return "tcp" }
+func (l *tcpListener) Init(log *slog.Logger) error { l.log = log; return nil }
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	backoff := 5 * time.Millisecond
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.log.Warn("accept failed, retrying", "error", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		_ = conn.SetDeadline(time.Now().Add(ConnectTimeout))
+		go func() {
+			if err := establish(l.id, conn); err != nil {
+				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+	if l.closed.CompareAndSwap(false, true) {
+		_ = l.ln.Close()
+		closeClients(l.id)
+	}
+}
+
+// wsListener serves MQTT over WebSocket through an http.Handler mounted by
+// the web server at /mqtt, so MQTT and HTTP share one port.
+type wsListener struct {
+	id        string
+	log       *slog.Logger
+	establish atomic.Pointer[listeners.EstablishFn]
+	closed    atomic.Bool
+	upgrader  websocket.Upgrader
+}
+
+var _ listeners.Listener = (*wsListener)(nil)
+
+func (l *wsListener) ID() string       { return l.id }
+func (l *wsListener) Address() string  { return "/mqtt" }
+func (l *wsListener) Protocol() string { return "ws" }
+func (l *wsListener) Init(log *slog.Logger) error {
+	l.log = log
+	l.upgrader = websocket.Upgrader{
+		Subprotocols: []string{"mqtt"},
+		// Browsers send no ambient credentials over MQTT: the CONNECT
+		// packet carries them, so any origin may connect.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return nil
+}
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) { l.establish.Store(&establish) }
+
+func (l *wsListener) Close(closeClients listeners.CloseFn) {
+	if l.closed.CompareAndSwap(false, true) {
+		closeClients(l.id)
+	}
+}
+
+// ServeHTTP upgrades the request and runs an MQTT connection over it until
+// the client leaves.
+func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	est := l.establish.Load()
+	if est == nil || l.closed.Load() {
+		http.Error(w, "mqtt over websocket is not available", http.StatusServiceUnavailable)
+		return
+	}
+	c, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	defer c.Close()
+	conn := &wsConn{Conn: c.NetConn(), c: c}
+	_ = conn.SetDeadline(time.Now().Add(ConnectTimeout))
+	if err := (*est)(l.id, conn); err != nil {
+		l.log.Debug("connection ended", "remote", r.RemoteAddr, "error", err)
+	}
+}
+
+// WebSocketHandler is the handler for MQTT over WebSocket.
+func (b *Broker) WebSocketHandler() http.Handler { return b.ws }
+
+// wsConn is a WebSocket connection as a net.Conn of binary messages.
+type wsConn struct {
+	net.Conn
+	c *websocket.Conn
+	r io.Reader // the message being read, nil between messages
+}
+
+func (ws *wsConn) Read(p []byte) (int, error) {
+	for {
+		if ws.r == nil {
+			op, r, err := ws.c.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errors.New("websocket: mqtt needs binary messages")
+			}
+			ws.r = r
+		}
+		n, err := ws.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			ws.r = nil
+			if n == 0 {
+				continue
+			}
+			err = nil
+		}
+		return n, err
+	}
+}
+
+func (ws *wsConn) Write(p []byte) (int, error) {
+	if err := ws.c.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

@@ -1,0 +1,289 @@
+// Command gatehouse is the whole back end of a smart-lock, light and
+// door-camera product: an MQTT broker, the actions devices and people
+// trigger, a REST API, and one bbolt file holding the state.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"gatehouse/actions"
+	"gatehouse/broker"
+	"gatehouse/store"
+	"gatehouse/web"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// shutdownTimeout bounds each step of a graceful stop.
+const shutdownTimeout = 5 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal now ends the process at once
+	}()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "gatehouse:", err)
+		os.Exit(1)
+	}
+}
+
+// config is everything the server takes from flags and the environment.
+type config struct {
+	Data       string
+	MQTT       string
+	HTTP       string
+	CommandTTL time.Duration
+	LogLevel   string
+	AdminToken string
+}
+
+// run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		cfg, err := parseConfig("serve", args, getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, stderr)
+	case "healthcheck":
+		cfg, err := parseConfig("healthcheck", args, getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return healthcheck(cfg.HTTP)
+	case "version":
+		if _, err := parseConfig("version", args, getenv, stderr); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "gatehouse", version)
+		return nil
+	case "help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	case "backup", "restore", "export", "import", "token":
+		return fmt.Errorf("command %q is not available in this build yet", cmd)
+	}
+	return fmt.Errorf("unknown command %q (try: gatehouse help)", cmd)
+}
+
+const usage = `usage: gatehouse [COMMAND] [flags] [ARGS]
+
+commands:
+  serve        run the server (the default)
+  healthcheck  exit 0 when the local server answers on --http
+  version      print the version
+
+flags (each also an environment variable GATEHOUSE_<NAME>):`
+
+// parseConfig reads flags for a command; every flag defaults to its
+// GATEHOUSE_* environment variable. Flags come before arguments, and a flag
+// after an argument is an error rather than silently ignored.
+func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	env := func(flagName, def string) string {
+		if v := getenv("GATEHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg config
+	fs.StringVar(&cfg.Data, "data", env("data", "./data"), "data directory (holds gatehouse.db)")
+	fs.StringVar(&cfg.MQTT, "mqtt", env("mqtt", ":1883"), "MQTT TCP listen address")
+	fs.StringVar(&cfg.HTTP, "http", env("http", ":8080"), "HTTP listen address (REST, MQTT over WebSocket at /mqtt)")
+	fs.StringVar(&cfg.LogLevel, "log-level", env("log-level", "info"), "debug, info, warn or error")
+	ttl := fs.String("command-ttl", env("command-ttl", "30s"), "time to live of a command (at most 5m)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") {
+			return cfg, fmt.Errorf("flag %s after an argument: flags come first", a)
+		}
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
+	}
+	d, err := time.ParseDuration(*ttl)
+	if err != nil || d < time.Second || d > actions.MaxCommandTTL {
+		return cfg, fmt.Errorf("--command-ttl %q: want a duration from 1s to %s", *ttl, actions.MaxCommandTTL)
+	}
+	cfg.CommandTTL = d
+	cfg.AdminToken = getenv("GATEHOUSE_ADMIN_TOKEN")
+	return cfg, nil
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// serve runs the server until ctx ends.
+func serve(ctx context.Context, cfg config, stderr io.Writer) error {
+	a, err := start(cfg, stderr)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down")
+	case err = <-a.httpErr:
+		a.log.Error("http server failed", "error", err)
+	}
+	return errors.Join(err, a.close())
+}
+
+// app is a running server: store, service, broker and HTTP, started in that
+// order and stopped in reverse.
+type app struct {
+	log     *slog.Logger
+	db      *store.DB
+	svc     *actions.Service
+	broker  *broker.Broker
+	http    *http.Server
+	httpLn  net.Listener
+	httpErr chan error
+}
+
+func start(cfg config, stderr io.Writer) (a *app, err error) {
+	logger, err := newLogger(cfg.LogLevel, stderr)
+	if err != nil {
+		return nil, err
+	}
+	a = &app{log: logger, httpErr: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if a.db, err = store.Open(filepath.Join(cfg.Data, "gatehouse.db")); err != nil {
+		return nil, err
+	}
+	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"), CommandTTL: cfg.CommandTTL})
+	if err != nil {
+		return nil, err
+	}
+	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT, Logger: logger.With("component", "broker")})
+	if err != nil {
+		return nil, err
+	}
+	a.svc.SetPublisher(a.broker)
+	if err := a.svc.Open(); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	token, err := a.svc.EnsureAdmin(cfg.AdminToken)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap admin: %w", err)
+	}
+	if token != "" {
+		fmt.Fprintf(stderr, "admin token: %s\n", token)
+	}
+
+	if err := a.broker.Listen(); err != nil {
+		return nil, err
+	}
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
+		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP, err)
+	}
+	if err := a.broker.Serve(); err != nil {
+		return nil, fmt.Errorf("start broker: %w", err)
+	}
+	a.http = &http.Server{
+		Handler: web.NewHandler(a.svc, web.Options{
+			Logger: logger.With("component", "web"),
+			MQTT:   a.broker.WebSocketHandler(),
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := a.http.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			a.httpErr <- err
+		}
+	}()
+	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(),
+		"http", a.httpLn.Addr().String(), "data", cfg.Data)
+	return a, nil
+}
+
+// close stops what start started, in reverse, each step with a deadline.
+func (a *app) close() error {
+	var errs []error
+	if a.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		if err := a.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop http: %w", err))
+		}
+		cancel()
+	} else if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+	if a.broker != nil {
+		if err := a.broker.Close(shutdownTimeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.svc != nil {
+		a.svc.Close()
+	}
+	if a.db != nil {
+		if err := a.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close store: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// healthcheck asks the local server's /healthz; for Docker's HEALTHCHECK.
+func healthcheck(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--http %q: %w", addr, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s", resp.Status)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"gatehouse/actions"
+)
+
+// Page sizes of Events.
+const (
+	defaultEventLimit = 50
+	maxEventLimit     = 1000
+)
+
+// eventKeyLen is the length of an event key: unix nanoseconds and a
+// sequence number, both 8 bytes big-endian.
+const eventKeyLen = 16
+
+// eventRecord is an event as stored; its id is its key.
+type eventRecord struct {
+	Time    time.Time `json:"time"`
+	Type    string    `json:"type"`
+	Device  string    `json:"device,omitempty"`
+	User    string    `json:"user,omitempty"`
+	Via     string    `json:"via,omitempty"`
+	Command string    `json:"command,omitempty"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
+func decodeEvent(k, v []byte) (actions.Event, error) {
+	var r eventRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return actions.Event{}, fmt.Errorf("decode event %x: %w", k, err)
+	}
+	return actions.Event{
+		ID:      hex.EncodeToString(k),
+		Time:    r.Time,
+		Type:    r.Type,
+		Device:  r.Device,
+		User:    r.User,
+		Via:     r.Via,
+		Command: r.Command,
+		Detail:  r.Detail,
+	}, nil
+}
+
+// AppendEvent stores e under a key made of e.Time and the next sequence
+// number of the log, so events sort by time and events with the same time
+// keep the order they were appended in. It sets e.ID to the key in hex.
+func (t *tx) AppendEvent(e *actions.Event) error {
+	if e.Time.IsZero() {
+		return actions.Errorf(actions.EInvalid, "event time is required")
+	}
+	nanos := e.Time.UnixNano()
+	if nanos < 0 || !time.Unix(0, nanos).Equal(e.Time) {
+		return actions.Errorf(actions.EInvalid, "event time %s is out of range", e.Time.Format(time.RFC3339))
+	}
+	b := t.tx.Bucket(bucketEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	key := make([]byte, 0, eventKeyLen)
+	key = binary.BigEndian.AppendUint64(key, uint64(nanos))
+	key = binary.BigEndian.AppendUint64(key, seq)
+	v, err := json.Marshal(eventRecord{
+		Time:    e.Time,
+		Type:    e.Type,
+		Device:  e.Device,
+		User:    e.User,
+		Via:     e.Via,
+		Command: e.Command,
+		Detail:  e.Detail,
+	})
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if err := b.Put(key, v); err != nil {
+		return fmt.Errorf("append event: %w", err)
+	}
+	e.ID = hex.EncodeToString(key)
+	return nil
+}
+
+// Events walks the log backwards from the end, or from just before
+// q.Cursor, and returns up to q.Limit matching events (50 when not set, at
+// most 1000). next is the id of the last event returned when at least one
+// more matching event lies beyond it, "" otherwise.
+func (t *tx) Events(q actions.EventQuery) ([]actions.Event, string, error) {
+	limit := q.Limit
+	if limit <= 0 {
+		limit = defaultEventLimit
+	}
+	limit = min(limit, maxEventLimit)
+
+	c := t.tx.Bucket(bucketEvents).Cursor()
+	var k, v []byte
+	if q.Cursor == "" {
+		k, v = c.Last()
+	} else {
+		start, err := hex.DecodeString(q.Cursor)
+		if err != nil || len(start) != eventKeyLen {
+			return nil, "", actions.Errorf(actions.EInvalid, "invalid cursor")
+		}
+		// Seek lands on the first key >= start, or past the end; the
+		// page begins at the key before that.
+		if k, _ = c.Seek(start); k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+	}
+
+	events := []actions.Event{}
+	for ; k != nil; k, v = c.Prev() {
+		e, err := decodeEvent(k, v)
+		if err != nil {
+			return nil, "", err
+		}
+		if !matches(q, e) {
+			continue
+		}
+		if len(events) == limit {
+			return events, events[len(events)-1].ID, nil
+		}
+		events = append(events, e)
+	}
+	return events, "", nil
+}
+
+// matches reports whether e is selected by q.
+func matches(q actions.EventQuery, e actions.Event) bool {
+	if q.Device != "" && e.Device != q.Device {
+		return false
+	}
+	if q.Type != "" && e.Type != q.Type {
+		return false
+	}
+	if q.Devices != nil && (e.Device == "" || !q.Devices[e.Device]) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,160 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"gatehouse/actions"
+)
+
+// Bucket names and meta keys.
+var (
+	bucketMeta        = []byte("meta")
+	bucketDevices     = []byte("devices")
+	bucketUsers       = []byte("users")
+	bucketTokens      = []byte("tokens")
+	bucketTokenHashes = []byte("token_hashes")
+	bucketCommands    = []byte("commands")
+	bucketPending     = []byte("pending")
+	bucketEvents      = []byte("events")
+
+	keySchemaVersion = []byte("schema_version")
+
+	// dataBuckets are the buckets the tx methods expect once every
+	// migration has run.
+	dataBuckets = [][]byte{
+		bucketDevices, bucketUsers, bucketTokens, bucketTokenHashes,
+		bucketCommands, bucketPending, bucketEvents,
+	}
+)
+
+// ErrInUse is returned by Open when another process holds the data file.
+// bbolt locks the file for the life of the DB, so two servers can never
+// write to one file.
+var ErrInUse = errors.New("data file is in use by another process")
+
+// migrations bring a file from schema version i to i+1; migrations[0] makes
+// a new file. The list is append-only: never change or reorder an entry
+// that has shipped, since files in the field have already run it.
+var migrations = [...]func(*bbolt.Tx) error{
+	// 1: the initial buckets.
+	func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{
+			bucketDevices, bucketUsers, bucketTokens, bucketTokenHashes,
+			bucketCommands, bucketPending, bucketEvents,
+		} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	},
+}
+
+// SchemaVersion is the schema version this binary writes: the number of
+// migrations it knows. Open refuses files with a higher version.
+const SchemaVersion = len(migrations)
+
+// lockTimeout bounds how long Open waits for another process to release the
+// data file before giving up.
+const lockTimeout = time.Second
+
+// DB is the bbolt-backed store. It is safe for concurrent use.
+type DB struct {
+	bolt *bbolt.DB
+}
+
+var _ actions.Store = (*DB)(nil)
+
+// Open opens or creates the data file at path (mode 0600), brings its schema
+// up to date and returns the store. It fails within about a second if
+// another process has the file open.
+func Open(path string) (*DB, error) {
+	b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("open store: %s: %w", path, ErrInUse)
+	}
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		return nil, fmt.Errorf("open store: %s: not a gatehouse data file, or damaged: %w", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %s: %w", path, err)
+	}
+	if err := b.Update(migrate); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open store: %s: %w", path, err)
+	}
+	return &DB{bolt: b}, nil
+}
+
+// migrate runs the migrations the file has not seen yet and records the new
+// schema version, all in tx, so a failed migration leaves the file as it was.
+func migrate(tx *bbolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
+	}
+	var version uint64
+	if v := meta.Get(keySchemaVersion); v != nil {
+		if len(v) != 8 {
+			return fmt.Errorf("malformed schema version (%d bytes)", len(v))
+		}
+		version = binary.BigEndian.Uint64(v)
+	}
+	if version > uint64(SchemaVersion) {
+		return fmt.Errorf("schema version %d is newer than this binary supports (%d); upgrade gatehouse", version, SchemaVersion)
+	}
+	for i := version; i < uint64(SchemaVersion); i++ {
+		if err := migrations[i](tx); err != nil {
+			return fmt.Errorf("migrate to schema version %d: %w", i+1, err)
+		}
+	}
+	if version < uint64(SchemaVersion) {
+		if err := meta.Put(keySchemaVersion, u64(uint64(SchemaVersion))); err != nil {
+			return fmt.Errorf("write schema version: %w", err)
+		}
+	}
+	for _, name := range dataBuckets {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("bucket %s is missing", name)
+		}
+	}
+	return nil
+}
+
+// Close releases the data file. It is safe to call more than once.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a read-only transaction.
+func (db *DB) View(fn func(actions.Tx) error) error {
+	return db.bolt.View(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+}
+
+// Update runs fn in a read-write transaction that is committed, and synced
+// to disk, only if fn returns nil.
+func (db *DB) Update(fn func(actions.Tx) error) error {
+	return db.bolt.Update(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+}
+
+// tx implements actions.Tx on one bbolt transaction. Its methods are the
+// private helpers every operation is built from.
+type tx struct {
+	tx *bbolt.Tx
+}
+
+var _ actions.Tx = (*tx)(nil)
+
+// u64 encodes v as 8 bytes big-endian, so keys sort in numeric order.
+func u64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
+}

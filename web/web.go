@@ -1,0 +1,235 @@
+// Package web serves the REST API, the prototype's routes and MQTT over
+// WebSocket, with Echo. Every route is in routes; handlers return errors
+// and one error handler turns them into JSON.
+package web
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"gatehouse/actions"
+)
+
+// Wait bounds for ?wait= on command routes.
+const (
+	defaultWait = 5 * time.Second
+	maxWait     = 60 * time.Second
+)
+
+// Options configures the handler.
+type Options struct {
+	Logger *slog.Logger
+	// MQTT serves MQTT over WebSocket at /mqtt; nil leaves /mqtt out.
+	MQTT http.Handler
+}
+
+type server struct {
+	svc  *actions.Service
+	log  *slog.Logger
+	mqtt http.Handler
+	echo *echo.Echo
+}
+
+// NewHandler returns the HTTP handler of Gatehouse.
+func NewHandler(svc *actions.Service, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e}
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
+		LogMethod: true, LogURIPath: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
+		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
+			s.log.Debug("http request", "method", v.Method, "path", v.URIPath, "status", v.Status,
+				"latency", v.Latency, "remote", v.RemoteIP)
+			return nil
+		},
+	}))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true, DisablePrintStack: true}))
+	s.routes()
+	return e
+}
+
+func (s *server) routes() {
+	e := s.echo
+	e.GET("/hello", s.handleHello)
+	e.GET("/healthz", s.handleHealth)
+	e.GET("/readyz", s.handleReady)
+	if s.mqtt != nil {
+		e.GET("/mqtt", echo.WrapHandler(s.mqtt))
+	}
+
+	small := middleware.BodyLimit("64K")
+	auth := e.Group("", s.authenticate, small)
+	auth.POST("/lock", s.handleLockAll)
+	auth.POST("/unlock", s.handleLockAll)
+	auth.POST("/test", s.handleTest)
+
+	api := e.Group("/api/v1", s.authenticate, small)
+	api.GET("/devices", s.handleDeviceList)
+	api.POST("/devices", s.handleDeviceCreate)
+	api.GET("/devices/:id", s.handleDeviceGet)
+	api.PATCH("/devices/:id", s.handleDevicePatch)
+	api.DELETE("/devices/:id", s.handleDeviceDelete)
+	api.POST("/devices/:id/:verb", s.handleDeviceCommand)
+	api.GET("/commands/:id", s.handleCommandGet)
+	api.POST("/lock", s.handleLockAll)
+	api.POST("/unlock", s.handleLockAll)
+	api.GET("/events", s.handleEventList)
+}
+
+const principalKey = "principal"
+
+// authenticate admits requests with a valid "Authorization: Bearer" token.
+func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || token == "" {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
+			return actions.Errorf(actions.EUnauthorized, "missing bearer token")
+		}
+		p, err := s.svc.AuthenticateBearer(strings.TrimSpace(token), c.RealIP())
+		if err != nil {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
+			return err
+		}
+		c.Set(principalKey, p)
+		return next(c)
+	}
+}
+
+func principal(c echo.Context) actions.Principal {
+	p, _ := c.Get(principalKey).(actions.Principal)
+	return p
+}
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+var statusOf = map[string]int{
+	actions.EInvalid:      http.StatusBadRequest,
+	actions.EUnauthorized: http.StatusUnauthorized,
+	actions.EForbidden:    http.StatusForbidden,
+	actions.ENotFound:     http.StatusNotFound,
+	actions.EConflict:     http.StatusConflict,
+	actions.EUnavailable:  http.StatusServiceUnavailable,
+	actions.EInternal:     http.StatusInternalServerError,
+}
+
+var codeOf = map[int]string{
+	http.StatusBadRequest:            actions.EInvalid,
+	http.StatusUnauthorized:          actions.EUnauthorized,
+	http.StatusForbidden:             actions.EForbidden,
+	http.StatusNotFound:              actions.ENotFound,
+	http.StatusMethodNotAllowed:      "method_not_allowed",
+	http.StatusRequestEntityTooLarge: "too_large",
+	http.StatusUnsupportedMediaType:  actions.EInvalid,
+	http.StatusServiceUnavailable:    actions.EUnavailable,
+}
+
+// handleError writes every error as {"error":{"code","message"}}. Only the
+// message of an actions.Error reaches the client; other errors are logged
+// and answered as internal.
+func (s *server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var body errorBody
+	status := http.StatusInternalServerError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &he):
+		status = he.Code
+		body.Error.Code = codeOf[status]
+		if body.Error.Code == "" {
+			body.Error.Code = actions.EInternal
+		}
+		body.Error.Message = strings.ToLower(http.StatusText(status))
+		if m, ok := he.Message.(string); ok && status < 500 {
+			body.Error.Message = m
+		}
+	default:
+		body.Error.Code = actions.ErrorCode(err)
+		body.Error.Message = actions.ErrorMessage(err)
+		status = statusOf[body.Error.Code]
+	}
+	if status >= 500 {
+		s.log.Error("http request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "error", err)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	_ = c.JSON(status, body)
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors a client can read.
+func decode(c echo.Context, v any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return echo.NewHTTPError(http.StatusRequestEntityTooLarge, "request body too large")
+		}
+		if errors.Is(err, io.EOF) {
+			return actions.Errorf(actions.EInvalid, "request body must be a JSON object")
+		}
+		return actions.Errorf(actions.EInvalid, "invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return actions.Errorf(actions.EInvalid, "invalid JSON body: trailing data")
+	}
+	return nil
+}
+
+// list is the shape of every list answer.
+type list[T any] struct {
+	Items []T    `json:"items"`
+	Next  string `json:"next"`
+}
+
+// pageParams reads ?limit= (1..1000, default 50) and ?cursor=.
+func pageParams(c echo.Context) (limit int, cursor string, err error) {
+	limit = 50
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, "", actions.Errorf(actions.EInvalid, "limit must be a number from 1 to 1000")
+		}
+		limit = n
+	}
+	return limit, c.QueryParam("cursor"), nil
+}
+
+func (s *server) handleHello(c echo.Context) error { return c.String(http.StatusOK, "hello") }
+
+func (s *server) handleHealth(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *server) handleReady(c echo.Context) error {
+	if err := s.svc.Ready(); err != nil {
+		s.log.Error("not ready", "error", err)
+		return actions.Errorf(actions.EUnavailable, "store not ready")
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
