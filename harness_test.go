@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	paho5 "github.com/eclipse/paho.golang/paho"
+	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // The end-to-end tests run the real server (store, service, broker, HTTP)
@@ -37,7 +37,7 @@ func startServer(t *testing.T, dir string) *testServer {
 		dir = t.TempDir()
 	}
 	cfg := config{Data: dir, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0", CommandTTL: 3 * time.Second,
-		LogLevel: "error", AdminToken: testAdminToken}
+		LogLevel: "error", AdminToken: testAdminToken, connectTimeout: time.Second}
 	a, err := start(cfg, io.Discard)
 	if err != nil {
 		t.Fatalf("start: %v", err)
@@ -207,7 +207,12 @@ func (c *client) subscribe(topic string) byte {
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		c.t.Fatalf("subscribe %s: %v", topic, tok.Error())
 	}
-	return tok.(*paho.SubscribeToken).Result()[topic]
+	// paho keys a shared subscription's result without its $share/ prefix.
+	for _, granted := range tok.(*paho.SubscribeToken).Result() {
+		return granted
+	}
+	c.t.Fatalf("subscribe %s: no result", topic)
+	return 0
 }
 
 // publish sends at QoS 1 and waits for the PUBACK.

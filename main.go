@@ -51,6 +51,8 @@ type config struct {
 	CommandTTL time.Duration
 	LogLevel   string
 	AdminToken string
+	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
+	connectTimeout time.Duration
 }
 
 // run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
@@ -195,7 +197,8 @@ func start(cfg config, stderr io.Writer) (a *app, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT, Logger: logger.With("component", "broker")})
+	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT,
+		Logger: logger.With("component", "broker"), ConnectTimeout: cfg.connectTimeout})
 	if err != nil {
 		return nil, err
 	}

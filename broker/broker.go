@@ -20,8 +20,9 @@ import (
 const (
 	// MaxPacketSize fits a 256 KiB picture plus its header words.
 	MaxPacketSize = 256*1024 + 1024
-	// ConnectTimeout is how long a new connection may take to send CONNECT.
-	ConnectTimeout = 10 * time.Second
+	// DefaultConnectTimeout is how long a new connection may take to send
+	// CONNECT.
+	DefaultConnectTimeout = 10 * time.Second
 	// maxWritesPending bounds the messages queued to one slow client.
 	maxWritesPending = 128
 	// maxInflight bounds the QoS 1 messages kept for one client.
@@ -35,6 +36,9 @@ type Options struct {
 	// Addr is the TCP listen address, like ":1883".
 	Addr   string
 	Logger *slog.Logger
+	// ConnectTimeout closes connections that send no CONNECT in time
+	// (default DefaultConnectTimeout).
+	ConnectTimeout time.Duration
 }
 
 // Broker is the MQTT side of Gatehouse. It implements actions.Publisher.
@@ -45,6 +49,7 @@ type Broker struct {
 	tcp    *tcpListener
 	ws     *wsListener
 	addr   string
+	wait   time.Duration // connect timeout
 	log    *slog.Logger
 }
 
@@ -54,6 +59,9 @@ var _ actions.Publisher = (*Broker)(nil)
 func New(svc *actions.Service, opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = DefaultConnectTimeout
 	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketSize
@@ -74,6 +82,7 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 	b := &Broker{
 		srv:  srv,
 		addr: opts.Addr,
+		wait: opts.ConnectTimeout,
 		log:  opts.Logger,
 		hook: &hook{svc: svc, log: opts.Logger},
 	}
@@ -90,8 +99,8 @@ func (b *Broker) Listen() error {
 	if err != nil {
 		return fmt.Errorf("mqtt listen on %s: %w", b.addr, err)
 	}
-	b.tcp = &tcpListener{id: "tcp", ln: ln}
-	b.ws = &wsListener{id: "ws"}
+	b.tcp = &tcpListener{id: "tcp", ln: ln, wait: b.wait}
+	b.ws = &wsListener{id: "ws", wait: b.wait}
 	if err := b.srv.AddListener(b.tcp); err != nil {
 		ln.Close()
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,13 +16,14 @@ import (
 
 // tcpListener is mochi's TCP listener made safe for the internet: it is
 // bound before the server starts, a connection must send CONNECT within
-// ConnectTimeout (mochi sets the keep-alive deadline after CONNECT), and
+// the connect timeout (mochi sets the keep-alive deadline after CONNECT), and
 // Accept errors are logged and retried instead of ending the listener.
 type tcpListener struct {
-	id     string
-	ln     net.Listener
-	log    *slog.Logger
-	closed atomic.Bool
+	id    string
+	ln    net.Listener
+	wait  time.Duration // for CONNECT
+	log   *slog.Logger
+	conns conns
 }
 
 var _ listeners.Listener = (*tcpListener)(nil)
@@ -36,7 +38,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
-			if l.closed.Load() || errors.Is(err, net.ErrClosed) {
+			if l.conns.isClosed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			l.log.Warn("accept failed, retrying", "error", err, "retry_in", backoff)
@@ -45,8 +47,13 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
-		_ = conn.SetDeadline(time.Now().Add(ConnectTimeout))
+		if !l.conns.add(conn) {
+			conn.Close()
+			return
+		}
+		_ = conn.SetDeadline(time.Now().Add(l.wait))
 		go func() {
+			defer l.conns.done(conn)
 			if err := establish(l.id, conn); err != nil {
 				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)
 			}
@@ -55,19 +62,74 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 }
 
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
-	if l.closed.CompareAndSwap(false, true) {
-		_ = l.ln.Close()
-		closeClients(l.id)
+	_ = l.ln.Close()
+	l.conns.close(func() { closeClients(l.id) })
+}
+
+// conns tracks the connections of a listener, so that Close returns only
+// once every one has left mochi: mochi counts clients with a WaitGroup that
+// its Close waits on, and a connection still arriving then would race it.
+type conns struct {
+	mu     sync.Mutex
+	wg     sync.WaitGroup
+	closed bool
+	live   map[net.Conn]struct{}
+}
+
+func (c *conns) add(conn net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
 	}
+	if c.live == nil {
+		c.live = map[net.Conn]struct{}{}
+	}
+	c.live[conn] = struct{}{}
+	c.wg.Add(1)
+	return true
+}
+
+func (c *conns) done(conn net.Conn) {
+	c.mu.Lock()
+	delete(c.live, conn)
+	c.mu.Unlock()
+	c.wg.Done()
+}
+
+func (c *conns) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// close refuses new connections, lets closeClients end the sessions
+// politely, closes what is left (connections that never sent CONNECT) and
+// waits for all of them.
+func (c *conns) close(closeClients func()) {
+	c.mu.Lock()
+	already := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if !already {
+		closeClients()
+	}
+	c.mu.Lock()
+	for conn := range c.live {
+		conn.Close()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
 }
 
 // wsListener serves MQTT over WebSocket through an http.Handler mounted by
 // the web server at /mqtt, so MQTT and HTTP share one port.
 type wsListener struct {
 	id        string
+	wait      time.Duration // for CONNECT
 	log       *slog.Logger
 	establish atomic.Pointer[listeners.EstablishFn]
-	closed    atomic.Bool
+	conns     conns
 	upgrader  websocket.Upgrader
 }
 
@@ -90,16 +152,14 @@ func (l *wsListener) Init(log *slog.Logger) error {
 func (l *wsListener) Serve(establish listeners.EstablishFn) { l.establish.Store(&establish) }
 
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	if l.closed.CompareAndSwap(false, true) {
-		closeClients(l.id)
-	}
+	l.conns.close(func() { closeClients(l.id) })
 }
 
 // ServeHTTP upgrades the request and runs an MQTT connection over it until
 // the client leaves.
 func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	est := l.establish.Load()
-	if est == nil || l.closed.Load() {
+	if est == nil || l.conns.isClosed() {
 		http.Error(w, "mqtt over websocket is not available", http.StatusServiceUnavailable)
 		return
 	}
@@ -109,7 +169,11 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer c.Close()
 	conn := &wsConn{Conn: c.NetConn(), c: c}
-	_ = conn.SetDeadline(time.Now().Add(ConnectTimeout))
+	if !l.conns.add(conn) {
+		return
+	}
+	defer l.conns.done(conn)
+	_ = conn.SetDeadline(time.Now().Add(l.wait))
 	if err := (*est)(l.id, conn); err != nil {
 		l.log.Debug("connection ended", "remote", r.RemoteAddr, "error", err)
 	}
