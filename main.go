@@ -175,15 +175,16 @@ type app struct {
 	httpErr chan error
 }
 
-func start(cfg config, stderr io.Writer) (a *app, err error) {
+func start(cfg config, stderr io.Writer) (*app, error) {
 	logger, err := newLogger(cfg.LogLevel, stderr)
 	if err != nil {
 		return nil, err
 	}
-	a = &app{log: logger, httpErr: make(chan error, 1)}
+	a := &app{log: logger, httpErr: make(chan error, 1)}
+	started := false
 	defer func() {
-		if err != nil {
-			a.close()
+		if !started {
+			a.close() // undo what did start
 		}
 	}()
 
@@ -239,6 +240,7 @@ func start(cfg config, stderr io.Writer) (a *app, err error) {
 	}()
 	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(),
 		"http", a.httpLn.Addr().String(), "data", cfg.Data)
+	started = true
 	return a, nil
 }
 
