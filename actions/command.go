@@ -79,46 +79,69 @@ func (s *Service) SendCommand(p Principal, deviceID, verb, via string) (Command,
 	if !d.Online {
 		return Command{}, Errorf(EConflict, "device %q is offline", d.ID)
 	}
-	return s.send(p, d, verb, via)
-}
-
-func (s *Service) send(p Principal, d Device, verb, via string) (Command, error) {
-	now := s.now()
-	c := Command{ID: newID(), Device: d.ID, Verb: verb, Status: StatusSent, By: p.ID, Via: via,
-		Created: now, NotAfter: now.Add(s.ttl)}
-	err := s.store.Update(func(tx Tx) error {
-		cur, err := tx.Device(d.ID)
-		if err != nil {
-			return err
-		}
-		if desired := desiredAfter(verb); desired != "" || verb == "unlock" {
-			cur.Desired = desired
-			if err := tx.PutDevice(cur); err != nil {
-				return err
-			}
-		}
-		if err := tx.PutCommand(c); err != nil {
-			return err
-		}
-		return tx.AppendEvent(&Event{Time: now, Type: EventCommand, Device: d.ID, User: p.ID, Via: via,
-			Command: c.ID, Detail: verb + " sent"})
-	})
+	cmds, err := s.send(p, []Device{d}, verb, via)
 	if err != nil {
 		return Command{}, err
 	}
+	return cmds[0], nil
+}
+
+func (s *Service) send(p Principal, targets []Device, verb, via string) ([]Command, error) {
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	now := s.now()
+	cmds := make([]Command, len(targets))
+	for i, d := range targets {
+		cmds[i] = Command{ID: newID(), Device: d.ID, Verb: verb, Status: StatusSent, By: p.ID, Via: via,
+			Created: now, NotAfter: now.Add(s.ttl)}
+	}
+	// One transaction for all: locking fifty doors is one commit.
+	err := s.store.Update(func(tx Tx) error {
+		for _, c := range cmds {
+			cur, err := tx.Device(c.Device)
+			if err != nil {
+				return err
+			}
+			if desired := desiredAfter(verb); desired != "" || verb == "unlock" {
+				cur.Desired = desired
+				if err := tx.PutDevice(cur); err != nil {
+					return err
+				}
+			}
+			if err := tx.PutCommand(c); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(&Event{Time: now, Type: EventCommand, Device: c.Device, User: p.ID, Via: via,
+				Command: c.ID, Detail: verb + " sent"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
-	if !s.closed {
-		id := c.ID
-		s.timers[id] = time.AfterFunc(s.ttl, func() { s.expire(id) })
+	for _, c := range cmds {
+		if !s.closed {
+			id := c.ID
+			s.timers[id] = time.AfterFunc(s.ttl, func() { s.expire(id) })
+		}
 	}
 	s.mu.Unlock()
-	payload := fmt.Sprintf("%s %s %d", verb, c.ID, c.NotAfter.Unix())
-	if err := s.publish(DeviceTopic(d.ID), payload, s.ttl); err != nil {
-		s.log.Error("send command", "device_id", d.ID, "cmd_id", c.ID, "error", err)
-		return s.finish(c.ID, StatusFailed, "", "could not be sent", "send failed")
+	for i, c := range cmds {
+		payload := fmt.Sprintf("%s %s %d", verb, c.ID, c.NotAfter.Unix())
+		if err := s.publish(DeviceTopic(c.Device), payload, s.ttl); err != nil {
+			s.log.Error("send command", "device_id", c.Device, "cmd_id", c.ID, "error", err)
+			if cmds[i], err = s.finish(c.ID, StatusFailed, "", "could not be sent", "send failed"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		s.log.Debug("command sent", "device_id", c.Device, "cmd_id", c.ID, "verb", verb, "by", p.ID)
 	}
-	s.log.Debug("command sent", "device_id", d.ID, "cmd_id", c.ID, "verb", verb, "by", p.ID)
-	return c, nil
+	return cmds, nil
 }
 
 // SendAll sends verb to every device of the verb's kind that p may operate.
@@ -140,17 +163,23 @@ func (s *Service) SendAll(p Principal, verb, via string) ([]Command, error) {
 	if p.Kind != PrincipalUser {
 		return nil, Errorf(EForbidden, "only people can send commands")
 	}
+	var online []Device
+	for _, d := range targets {
+		if d.Online {
+			online = append(online, d)
+		}
+	}
+	sent, err := s.send(p, online, verb, via)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Command, 0, len(targets))
 	for _, d := range targets {
-		if !d.Online {
+		if d.Online {
+			out, sent = append(out, sent[0]), sent[1:]
+		} else {
 			out = append(out, Command{Device: d.ID, Verb: verb, Status: StatusOffline})
-			continue
 		}
-		c, err := s.send(p, d, verb, via)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, c)
 	}
 	return out, nil
 }
