@@ -160,7 +160,9 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	case err = <-a.httpErr:
 		a.log.Error("http server failed", "error", err)
 	}
-	return errors.Join(err, a.close())
+	err = errors.Join(err, a.close())
+	a.log.Info("stopped", "error", err)
+	return err
 }
 
 // app is a running server: store, service, broker and HTTP, started in that
@@ -230,7 +232,10 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			MQTT:   a.broker.WebSocketHandler(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		// Bodies are small; no WriteTimeout, since ?wait= holds answers
+		// back on purpose. WebSocket connections set their own deadlines.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	go func() {
