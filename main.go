@@ -236,7 +236,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		// back on purpose. WebSocket connections set their own deadlines.
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
+		ErrorLog:    slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	go func() {
 		if err := a.http.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {

@@ -134,7 +134,7 @@ func BenchmarkLockRoundTripMQTT(b *testing.B) {
 	s := startServer(b, "30s")
 	s.device(b, "door")
 	got := make(chan string, 16)
-	app := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://"+s.mqtt).SetClientID("phone").
+	app := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + s.mqtt).SetClientID("phone").
 		SetUsername("admin").SetPassword(token).SetAutoReconnect(false).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) }))
 	if tok := app.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
