@@ -23,14 +23,17 @@ const (
 
 // Command is one order sent to one device and what came of it.
 type Command struct {
-	ID       string    `json:"id"`
-	Device   string    `json:"device"`
-	Verb     string    `json:"verb"`
-	Status   string    `json:"status"`
-	State    string    `json:"state"`
-	Reason   string    `json:"reason"`
-	By       string    `json:"by"`
-	Via      string    `json:"via"`
+	ID     string `json:"id"`
+	Device string `json:"device"`
+	Verb   string `json:"verb"`
+	Status string `json:"status"`
+	State  string `json:"state"`
+	Reason string `json:"reason"`
+	By     string `json:"by"`
+	Via    string `json:"via"`
+	// Grant is the id of the grant that allowed the command, "" for an
+	// admin or the device's owner.
+	Grant    string    `json:"grant,omitempty"`
 	Created  time.Time `json:"created"`
 	NotAfter time.Time `json:"not_after"`
 }
@@ -62,15 +65,20 @@ func desiredAfter(verb string) string {
 // committed before it is sent; its outcome comes later with the device's
 // ack (see Wait).
 func (s *Service) SendCommand(p Principal, deviceID, verb, via string) (Command, error) {
-	var d Device
-	err := s.store.View(func(tx Tx) (err error) {
-		d, err = s.visibleDevice(tx, p, deviceID)
+	var (
+		d     Device
+		grant string
+	)
+	err := s.store.View(func(tx Tx) error {
+		var v viewer
+		var err error
+		if d, v, err = s.visibleDevice(tx, p, deviceID); err != nil {
+			return err
+		}
+		grant, err = v.operates(d)
 		return err
 	})
 	if err != nil {
-		return Command{}, err
-	}
-	if err := canOperate(p, d); err != nil {
 		return Command{}, err
 	}
 	if _, ok := verbState(d.Kind, verb); !ok {
@@ -79,14 +87,20 @@ func (s *Service) SendCommand(p Principal, deviceID, verb, via string) (Command,
 	if !d.Online {
 		return Command{}, Errorf(EConflict, "device %q is offline", d.ID)
 	}
-	cmds, err := s.send(p, []Device{d}, verb, via)
+	cmds, err := s.send(p, []target{{d, grant}}, verb, via)
 	if err != nil {
 		return Command{}, err
 	}
 	return cmds[0], nil
 }
 
-func (s *Service) send(p Principal, targets []Device, verb, via string) ([]Command, error) {
+// target is a device a command goes to, with the grant that allows it.
+type target struct {
+	Device
+	grant string
+}
+
+func (s *Service) send(p Principal, targets []target, verb, via string) ([]Command, error) {
 	if len(targets) == 0 {
 		return nil, nil
 	}
@@ -94,7 +108,7 @@ func (s *Service) send(p Principal, targets []Device, verb, via string) ([]Comma
 	cmds := make([]Command, len(targets))
 	for i, d := range targets {
 		cmds[i] = Command{ID: newID(), Device: d.ID, Verb: verb, Status: StatusSent, By: p.ID, Via: via,
-			Created: now, NotAfter: now.Add(s.ttl)}
+			Grant: d.grant, Created: now, NotAfter: now.Add(s.ttl)}
 	}
 	// One transaction for all: locking fifty doors is one commit.
 	err := s.store.Update(func(tx Tx) error {
@@ -112,8 +126,12 @@ func (s *Service) send(p Principal, targets []Device, verb, via string) ([]Comma
 			if err := tx.PutCommand(c); err != nil {
 				return err
 			}
+			detail := verb + " sent"
+			if c.Grant != "" {
+				detail += " under grant " + c.Grant
+			}
 			if err := tx.AppendEvent(&Event{Time: now, Type: EventCommand, Device: c.Device, User: p.ID, Via: via,
-				Command: c.ID, Detail: verb + " sent"}); err != nil {
+				Command: c.ID, Detail: detail}); err != nil {
 				return err
 			}
 		}
@@ -147,12 +165,18 @@ func (s *Service) send(p Principal, targets []Device, verb, via string) ([]Comma
 // SendAll sends verb to every device of the verb's kind that p may operate.
 // Offline devices get no command; they are listed with StatusOffline.
 func (s *Service) SendAll(p Principal, verb, via string) ([]Command, error) {
-	var targets []Device
+	var targets []target
 	err := s.store.View(func(tx Tx) error {
+		v, err := s.viewer(tx, p)
+		if err != nil {
+			return err
+		}
 		all, err := tx.Devices()
 		for _, d := range all {
-			if _, ok := verbState(d.Kind, verb); ok && canSee(p, d) && canOperate(p, d) == nil {
-				targets = append(targets, s.withPresence(d))
+			if _, ok := verbState(d.Kind, verb); ok {
+				if grant, err := v.operates(d); err == nil {
+					targets = append(targets, target{s.withPresence(d), grant})
+				}
 			}
 		}
 		return err
@@ -163,7 +187,7 @@ func (s *Service) SendAll(p Principal, verb, via string) ([]Command, error) {
 	if p.Kind != PrincipalUser {
 		return nil, Errorf(EForbidden, "only people can send commands")
 	}
-	var online []Device
+	var online []target
 	for _, d := range targets {
 		if d.Online {
 			online = append(online, d)
@@ -190,7 +214,7 @@ func (s *Service) Command(p Principal, id string) (Command, error) {
 	err := s.store.View(func(tx Tx) (err error) {
 		c, err = tx.Command(id)
 		if err == nil {
-			_, err = s.visibleDevice(tx, p, c.Device)
+			_, _, err = s.visibleDevice(tx, p, c.Device)
 		}
 		if ErrorCode(err) == ENotFound {
 			return Errorf(ENotFound, "command %q not found", id)

@@ -83,29 +83,6 @@ func AppTopic(name string) string { return "toapp/" + name }
 // ServerTopic is the one topic devices and apps publish to.
 const ServerTopic = "toserver"
 
-// canSee reports whether p may see device d: admins see everything, a device
-// sees itself, a person sees the devices they own.
-func canSee(p Principal, d Device) bool {
-	switch p.Kind {
-	case PrincipalDevice:
-		return p.ID == d.ID
-	case PrincipalUser:
-		return p.Role == RoleAdmin || (d.Owner != "" && d.Owner == p.ID)
-	}
-	return false
-}
-
-// canOperate returns nil when p may send commands to d, which p can see.
-func canOperate(p Principal, d Device) error {
-	if p.Kind != PrincipalUser {
-		return Errorf(EForbidden, "only people can send commands")
-	}
-	if p.Role == RoleGuest {
-		return Errorf(EForbidden, "no grant to operate device %q now", d.ID)
-	}
-	return nil
-}
-
 // deviceNotFound is the error for a device that does not exist or that the
 // caller may not see: the two are not told apart.
 func deviceNotFound(id string) error {
@@ -113,15 +90,19 @@ func deviceNotFound(id string) error {
 }
 
 // visibleDevice loads device id for p, hiding devices p may not see.
-func (s *Service) visibleDevice(tx Tx, p Principal, id string) (Device, error) {
+func (s *Service) visibleDevice(tx Tx, p Principal, id string) (Device, viewer, error) {
+	v, err := s.viewer(tx, p)
+	if err != nil {
+		return Device{}, v, err
+	}
 	d, err := tx.Device(id)
-	if ErrorCode(err) == ENotFound || (err == nil && !canSee(p, d)) {
-		return Device{}, deviceNotFound(id)
+	if ErrorCode(err) == ENotFound || (err == nil && !v.sees(d)) {
+		return Device{}, v, deviceNotFound(id)
 	}
 	if err != nil {
-		return Device{}, err
+		return Device{}, v, err
 	}
-	return s.withPresence(d), nil
+	return s.withPresence(d), v, nil
 }
 
 func (s *Service) withPresence(d Device) Device {
@@ -195,9 +176,13 @@ func validName(name string) error {
 func (s *Service) Devices(p Principal) ([]Device, error) {
 	var out []Device
 	err := s.store.View(func(tx Tx) error {
+		v, err := s.viewer(tx, p)
+		if err != nil {
+			return err
+		}
 		all, err := tx.Devices()
 		for _, d := range all {
-			if canSee(p, d) {
+			if v.sees(d) {
 				out = append(out, s.withPresence(d))
 			}
 		}
@@ -210,7 +195,7 @@ func (s *Service) Devices(p Principal) ([]Device, error) {
 func (s *Service) Device(p Principal, id string) (Device, error) {
 	var d Device
 	err := s.store.View(func(tx Tx) (err error) {
-		d, err = s.visibleDevice(tx, p, id)
+		d, _, err = s.visibleDevice(tx, p, id)
 		return err
 	})
 	return d, err
@@ -226,7 +211,7 @@ type DevicePatch struct {
 func (s *Service) UpdateDevice(p Principal, id string, patch DevicePatch) (Device, error) {
 	var d Device
 	err := s.store.Update(func(tx Tx) (err error) {
-		if d, err = s.visibleDevice(tx, p, id); err != nil {
+		if d, _, err = s.visibleDevice(tx, p, id); err != nil {
 			return err
 		}
 		if !p.IsAdmin() {
@@ -250,7 +235,7 @@ func (s *Service) UpdateDevice(p Principal, id string, patch DevicePatch) (Devic
 // and commands stay in the log.
 func (s *Service) DeleteDevice(p Principal, id string) error {
 	err := s.store.Update(func(tx Tx) error {
-		if _, err := s.visibleDevice(tx, p, id); err != nil {
+		if _, _, err := s.visibleDevice(tx, p, id); err != nil {
 			return err
 		}
 		if !p.IsAdmin() {
@@ -262,7 +247,7 @@ func (s *Service) DeleteDevice(p Principal, id string) error {
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, Device: id, User: p.ID, Via: ViaREST, Detail: "device deleted"})
 	})
 	if err == nil && s.pub != nil {
-		s.pub.Disconnect(PrincipalDevice, id)
+		s.pub.Disconnect(Principal{Kind: PrincipalDevice, ID: id})
 	}
 	return err
 }

@@ -52,6 +52,9 @@ func (s *Service) builtins() map[string]Action {
 func (s *Service) Dispatch(sender Principal, via string, payload []byte) error {
 	m, err := parse(sender, via, payload)
 	var reply string
+	if err == nil && sender.Kind == PrincipalPair && m.Word != "hand_shake" {
+		err = Errorf(EForbidden, "a pairing login can only send hand_shake")
+	}
 	if err == nil {
 		act, ok := s.registry[m.Word]
 		if !ok {
@@ -110,7 +113,7 @@ func parse(sender Principal, via string, payload []byte) (Message, error) {
 
 // replyTopic is where a sender hears back from the server.
 func replyTopic(p Principal) string {
-	if p.Kind == PrincipalDevice {
+	if p.Kind == PrincipalDevice || p.Kind == PrincipalPair {
 		return DeviceTopic(p.ID)
 	}
 	return AppTopic(p.ID)
@@ -140,10 +143,16 @@ func (s *Service) publish(topic, payload string, ttl time.Duration) error {
 
 // notifyDevice tells every person who may see device id.
 func (s *Service) notifyDevice(id, payload string) {
-	var users []User
-	var d Device
+	var (
+		users  []User
+		grants []Grant
+		d      Device
+	)
 	err := s.store.View(func(tx Tx) (err error) {
 		if d, err = tx.Device(id); err != nil {
+			return err
+		}
+		if grants, err = tx.Grants(); err != nil {
 			return err
 		}
 		users, err = tx.Users()
@@ -152,8 +161,10 @@ func (s *Service) notifyDevice(id, payload string) {
 	if err != nil {
 		return
 	}
+	now := s.now()
 	for _, u := range users {
-		if canSee(Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role}, d) {
+		p := Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role}
+		if newViewer(p, grants, now, s.loc).reads(d, now) {
 			if err := s.publish(AppTopic(u.Name), payload, 0); err != nil {
 				s.log.Debug("notify", "user", u.Name, "error", err)
 			}
@@ -163,6 +174,9 @@ func (s *Service) notifyDevice(id, payload string) {
 
 // handShake: `hand_shake <kind> [firmware] [name…]` from a device.
 func (s *Service) handShake(m Message) (string, error) {
+	if m.Sender.Kind == PrincipalPair && m.Word == "hand_shake" {
+		return s.pairDevice(m)
+	}
 	if m.Sender.Kind != PrincipalDevice {
 		return "", Errorf(EForbidden, "hand_shake is for devices")
 	}

@@ -13,6 +13,7 @@ const (
 	ENotFound     = "not_found"
 	EConflict     = "conflict"
 	EUnavailable  = "unavailable"
+	ETooMany      = "too_many_requests"
 	EInternal     = "internal"
 )
 

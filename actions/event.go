@@ -35,13 +35,12 @@ type EventQuery struct {
 	Type   string
 	Limit  int
 	Cursor string
-	// Devices, when not nil, limits the result to events about these
-	// devices (events without a device are then left out).
-	Devices map[string]bool
+	// Filter, when not nil, keeps only the events it returns true for.
+	Filter func(Event) bool
 }
 
-// Events lists the events p may see, newest first: admins see all, others
-// only the events about devices they can see.
+// Events lists the events p may read, newest first: admins read all,
+// others only the events about devices the access rules let them read.
 func (s *Service) Events(p Principal, q EventQuery) ([]Event, string, error) {
 	var (
 		out  []Event
@@ -49,15 +48,23 @@ func (s *Service) Events(p Principal, q EventQuery) ([]Event, string, error) {
 	)
 	err := s.store.View(func(tx Tx) (err error) {
 		if !p.IsAdmin() {
+			v, err := s.viewer(tx, p)
+			if err != nil {
+				return err
+			}
 			all, err := tx.Devices()
 			if err != nil {
 				return err
 			}
-			q.Devices = map[string]bool{}
+			devices := map[string]Device{}
 			for _, d := range all {
-				if canSee(p, d) {
-					q.Devices[d.ID] = true
+				if v.sees(d) {
+					devices[d.ID] = d
 				}
+			}
+			q.Filter = func(e Event) bool {
+				d, ok := devices[e.Device]
+				return ok && v.reads(d, e.Time)
 			}
 		}
 		out, next, err = tx.Events(q)

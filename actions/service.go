@@ -3,7 +3,6 @@ package actions
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,17 +23,24 @@ type Config struct {
 	Store      Store
 	Logger     *slog.Logger
 	CommandTTL time.Duration
+	// Location is the time zone grant windows are read in (default Local).
+	Location *time.Location
+	// PairingTTL is how long a pairing code lasts (default 10 minutes).
+	PairingTTL time.Duration
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 }
 
 // Service is the domain: every device, person and command goes through it.
 type Service struct {
-	store Store
-	pub   Publisher
-	log   *slog.Logger
-	ttl   time.Duration
-	now   func() time.Time
+	store    Store
+	pub      Publisher
+	log      *slog.Logger
+	ttl      time.Duration
+	now      func() time.Time
+	loc      *time.Location
+	pairTTL  time.Duration
+	throttle *throttle
 
 	registry map[string]Action
 
@@ -56,6 +62,12 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Location == nil {
+		cfg.Location = time.Local
+	}
+	if cfg.PairingTTL <= 0 {
+		cfg.PairingTTL = 10 * time.Minute
+	}
 	switch {
 	case cfg.CommandTTL == 0:
 		cfg.CommandTTL = DefaultCommandTTL
@@ -63,13 +75,16 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("actions: command ttl %s outside 1s..%s", cfg.CommandTTL, MaxCommandTTL)
 	}
 	s := &Service{
-		store:   cfg.Store,
-		log:     cfg.Logger,
-		ttl:     cfg.CommandTTL,
-		now:     cfg.Now,
-		online:  map[string]int{},
-		waiters: map[string][]chan<- Command{},
-		timers:  map[string]*time.Timer{},
+		store:    cfg.Store,
+		log:      cfg.Logger,
+		ttl:      cfg.CommandTTL,
+		now:      cfg.Now,
+		loc:      cfg.Location,
+		pairTTL:  cfg.PairingTTL,
+		throttle: newThrottle(cfg.Now),
+		online:   map[string]int{},
+		waiters:  map[string][]chan<- Command{},
+		timers:   map[string]*time.Timer{},
 	}
 	s.registry = s.builtins()
 	return s, nil
@@ -160,96 +175,6 @@ func (s *Service) EnsureAdmin(token string) (generated string, err error) {
 		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: "admin", Via: ViaServer, Detail: "bootstrap admin created"})
 	})
 	return generated, err
-}
-
-// AuthenticateBearer returns the person a REST bearer token belongs to.
-func (s *Service) AuthenticateBearer(token, remote string) (Principal, error) {
-	var p Principal
-	err := s.store.View(func(tx Tx) error {
-		var err error
-		p, err = s.tokenPrincipal(tx, token)
-		return err
-	})
-	if err != nil {
-		s.refuse("rest", "", remote, "bad token")
-		return Principal{}, Errorf(EUnauthorized, "invalid or missing bearer token")
-	}
-	return p, nil
-}
-
-func (s *Service) tokenPrincipal(tx Tx, token string) (Principal, error) {
-	if token == "" {
-		return Principal{}, Errorf(EUnauthorized, "no token")
-	}
-	t, err := tx.TokenByHash(Hash(token))
-	if err != nil {
-		return Principal{}, err
-	}
-	if !t.Expires.IsZero() && !s.now().Before(t.Expires) {
-		return Principal{}, Errorf(EUnauthorized, "token expired")
-	}
-	u, err := tx.User(t.User)
-	if err != nil {
-		return Principal{}, err
-	}
-	return Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role, Token: t.ID}, nil
-}
-
-// AuthenticateMQTT checks an MQTT CONNECT. A device logs in with client id =
-// username = device id and its secret as password; a person with their
-// name and an API token. Everything else is refused, and so is the client
-// id "inline", which mochi reserves for the server's own client.
-func (s *Service) AuthenticateMQTT(clientID, username string, password []byte, remote string) (Principal, error) {
-	p, err := s.authenticateMQTT(clientID, username, string(password))
-	if err != nil {
-		s.refuse(ViaMQTT, username, remote, ErrorMessage(err))
-		return Principal{}, Errorf(EUnauthorized, "bad username or password")
-	}
-	return p, nil
-}
-
-func (s *Service) authenticateMQTT(clientID, username, password string) (Principal, error) {
-	if clientID == "" || clientID == "inline" || username == "" || password == "" {
-		return Principal{}, Errorf(EUnauthorized, "missing identity")
-	}
-	var p Principal
-	err := s.store.View(func(tx Tx) error {
-		if clientID == username {
-			d, err := tx.Device(username)
-			if err == nil {
-				if subtle.ConstantTimeCompare(d.SecretHash, Hash(password)) != 1 {
-					return Errorf(EUnauthorized, "wrong device secret")
-				}
-				p = Principal{Kind: PrincipalDevice, ID: d.ID}
-				return nil
-			}
-			if ErrorCode(err) != ENotFound {
-				return err
-			}
-		}
-		tp, err := s.tokenPrincipal(tx, password)
-		if err != nil {
-			return Errorf(EUnauthorized, "bad token")
-		}
-		if tp.ID != username {
-			return Errorf(EUnauthorized, "token of another user")
-		}
-		p = tp
-		return nil
-	})
-	return p, err
-}
-
-// refuse records a refused login. It is best effort: a failing store must
-// not turn a refusal into something else.
-func (s *Service) refuse(via, username, remote, why string) {
-	detail := fmt.Sprintf("%s from %s: %s", via, remote, why)
-	if err := s.store.Update(func(tx Tx) error {
-		return tx.AppendEvent(&Event{Time: s.now(), Type: EventLoginRefused, User: username, Via: via, Detail: detail})
-	}); err != nil {
-		s.log.Warn("record refused login", "error", err)
-	}
-	s.log.Info("login refused", "via", via, "username", username, "remote", remote, "reason", why)
 }
 
 // Hash is how secrets and tokens are kept: their SHA-256.

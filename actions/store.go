@@ -22,10 +22,25 @@ type Tx interface {
 	User(name string) (User, error)
 	Users() ([]User, error)
 	PutUser(u User) error
+	DeleteUser(name string) error
 
+	Token(id string) (Token, error)
+	Tokens() ([]Token, error)
 	// TokenByHash finds a token by the SHA-256 of its secret.
 	TokenByHash(hash []byte) (Token, error)
 	PutToken(t Token) error
+	// DeleteToken removes the token and its hash: it stops working at once.
+	DeleteToken(id string) error
+
+	Grant(id string) (Grant, error)
+	Grants() ([]Grant, error)
+	PutGrant(g Grant) error
+	DeleteGrant(id string) error
+
+	// PairingByHash finds a pairing by the SHA-256 of its code.
+	PairingByHash(hash []byte) (Pairing, error)
+	PutPairing(p Pairing) error
+	DeletePairing(hash []byte) error
 
 	Command(id string) (Command, error)
 	// PutCommand saves c; commands whose Status is StatusSent are also
@@ -48,7 +63,8 @@ type Publisher interface {
 	// Publish sends at QoS 1, never retained; ttl > 0 becomes the MQTT 5
 	// message expiry.
 	Publish(topic string, payload []byte, ttl time.Duration) error
-	// Disconnect closes every live connection of the principal of that kind
-	// and id.
-	Disconnect(kind, id string)
+	// Disconnect closes every live connection of the principal with p's
+	// kind and id and, when p.Token is set, only those logged in with that
+	// token.
+	Disconnect(p Principal)
 }

@@ -1,6 +1,9 @@
 package actions
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Roles.
 const (
@@ -45,3 +48,244 @@ type Principal struct {
 
 // IsAdmin reports whether p is an administrator.
 func (p Principal) IsAdmin() bool { return p.Kind == PrincipalUser && p.Role == RoleAdmin }
+
+// ValidRole reports whether role is a role.
+func ValidRole(role string) bool {
+	return role == RoleAdmin || role == RoleMember || role == RoleGuest
+}
+
+// validUserName: the rules of device ids, and not the pairing username.
+func validUserName(name string) error {
+	if !ValidID(name) || name == PairUsername {
+		return Errorf(EInvalid, "user name must be 1-64 letters, digits, '-', '_' or '.', and not a reserved word")
+	}
+	return nil
+}
+
+// CreateUser adds a person with a first API token, returned once.
+func (s *Service) CreateUser(p Principal, name, role string) (User, Token, string, error) {
+	if !p.IsAdmin() {
+		return User{}, Token{}, "", Errorf(EForbidden, "only admins create users")
+	}
+	if err := validUserName(name); err != nil {
+		return User{}, Token{}, "", err
+	}
+	if !ValidRole(role) {
+		return User{}, Token{}, "", Errorf(EInvalid, "role must be admin, member or guest")
+	}
+	now := s.now()
+	u := User{Name: name, Role: role, Created: now}
+	secret := NewSecret()
+	t := Token{ID: newID(), User: name, Name: "first", Created: now, Hash: Hash(secret)}
+	err := s.store.Update(func(tx Tx) error {
+		if _, err := tx.User(name); err == nil {
+			return Errorf(EConflict, "user %q already exists", name)
+		} else if ErrorCode(err) != ENotFound {
+			return err
+		}
+		if err := tx.PutUser(u); err != nil {
+			return err
+		}
+		if err := tx.PutToken(t); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: p.ID, Via: ViaREST,
+			Detail: fmt.Sprintf("user %s created as %s", name, role)})
+	})
+	if err != nil {
+		return User{}, Token{}, "", err
+	}
+	return u, t, secret, nil
+}
+
+// Users lists every user for an admin, and only themselves for others.
+func (s *Service) Users(p Principal) ([]User, error) {
+	var out []User
+	err := s.store.View(func(tx Tx) error {
+		all, err := tx.Users()
+		for _, u := range all {
+			if p.IsAdmin() || u.Name == p.ID {
+				out = append(out, u)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// DeleteUser removes a person with their tokens and grants, and ends their
+// live MQTT sessions. The last admin cannot be deleted.
+func (s *Service) DeleteUser(p Principal, name string) error {
+	if !p.IsAdmin() {
+		return Errorf(EForbidden, "only admins delete users")
+	}
+	err := s.store.Update(func(tx Tx) error {
+		u, err := tx.User(name)
+		if err != nil {
+			return err
+		}
+		users, err := tx.Users()
+		if err != nil {
+			return err
+		}
+		admins := 0
+		for _, o := range users {
+			if o.Role == RoleAdmin {
+				admins++
+			}
+		}
+		if u.Role == RoleAdmin && admins == 1 {
+			return Errorf(EConflict, "%q is the last admin", name)
+		}
+		tokens, err := tx.Tokens()
+		if err != nil {
+			return err
+		}
+		for _, t := range tokens {
+			if t.User == name {
+				if err := tx.DeleteToken(t.ID); err != nil {
+					return err
+				}
+			}
+		}
+		grants, err := tx.Grants()
+		if err != nil {
+			return err
+		}
+		for _, g := range grants {
+			if g.User == name {
+				if err := tx.DeleteGrant(g.ID); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.DeleteUser(name); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, User: p.ID, Via: ViaREST,
+			Detail: "user " + name + " deleted"})
+	})
+	if err == nil && s.pub != nil {
+		s.pub.Disconnect(Principal{Kind: PrincipalUser, ID: name})
+	}
+	return err
+}
+
+// mayManageTokens: admins manage everyone's tokens, people their own.
+func mayManageTokens(p Principal, user string) error {
+	if p.IsAdmin() || (p.Kind == PrincipalUser && p.ID == user) {
+		return nil
+	}
+	return Errorf(ENotFound, "user %q not found", user)
+}
+
+// CreateToken adds an API token for user, returned once; a zero expires
+// means it does not expire.
+func (s *Service) CreateToken(p Principal, user, name string, expires time.Time) (Token, string, error) {
+	if err := mayManageTokens(p, user); err != nil {
+		return Token{}, "", err
+	}
+	if err := validName(name); err != nil {
+		return Token{}, "", err
+	}
+	now := s.now()
+	if !expires.IsZero() && !expires.After(now) {
+		return Token{}, "", Errorf(EInvalid, "expires must be in the future")
+	}
+	secret := NewSecret()
+	t := Token{ID: newID(), User: user, Name: name, Created: now, Expires: expires, Hash: Hash(secret)}
+	err := s.store.Update(func(tx Tx) error {
+		if _, err := tx.User(user); err != nil {
+			return err
+		}
+		if err := tx.PutToken(t); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: p.ID, Via: ViaREST,
+			Detail: fmt.Sprintf("token %s created for %s", t.ID, user)})
+	})
+	if err != nil {
+		return Token{}, "", err
+	}
+	return t, secret, nil
+}
+
+// Tokens lists a user's tokens (never their secrets).
+func (s *Service) Tokens(p Principal, user string) ([]Token, error) {
+	if err := mayManageTokens(p, user); err != nil {
+		return nil, err
+	}
+	var out []Token
+	err := s.store.View(func(tx Tx) error {
+		if _, err := tx.User(user); err != nil {
+			return err
+		}
+		all, err := tx.Tokens()
+		for _, t := range all {
+			if t.User == user {
+				out = append(out, t)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// RevokeToken deletes a token: REST requests with it fail at once and MQTT
+// sessions logged in with it are disconnected.
+func (s *Service) RevokeToken(p Principal, id string) error {
+	var t Token
+	err := s.store.Update(func(tx Tx) (err error) {
+		if t, err = tx.Token(id); err != nil {
+			return err
+		}
+		if mayManageTokens(p, t.User) != nil {
+			return Errorf(ENotFound, "token %q not found", id)
+		}
+		if err := tx.DeleteToken(id); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, User: p.ID, Via: ViaREST,
+			Detail: fmt.Sprintf("token %s of %s revoked", id, t.User)})
+	})
+	if err == nil && s.pub != nil {
+		s.pub.Disconnect(Principal{Kind: PrincipalUser, ID: t.User, Token: id})
+	}
+	return err
+}
+
+// IssueToken is the offline recovery path (`gatehouse token create`): it
+// creates user with role when missing, or sets the role when given, and
+// returns a new token for them.
+func (s *Service) IssueToken(user, role string) (string, error) {
+	if err := validUserName(user); err != nil {
+		return "", err
+	}
+	if role != "" && !ValidRole(role) {
+		return "", Errorf(EInvalid, "role must be admin, member or guest")
+	}
+	secret, now := NewSecret(), s.now()
+	err := s.store.Update(func(tx Tx) error {
+		u, err := tx.User(user)
+		switch {
+		case ErrorCode(err) == ENotFound:
+			if role == "" {
+				role = RoleAdmin
+			}
+			u = User{Name: user, Role: role, Created: now}
+		case err != nil:
+			return err
+		case role != "":
+			u.Role = role
+		}
+		if err := tx.PutUser(u); err != nil {
+			return err
+		}
+		if err := tx.PutToken(Token{ID: newID(), User: user, Name: "command line", Created: now, Hash: Hash(secret)}); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: user, Via: ViaServer,
+			Detail: fmt.Sprintf("token created offline for %s (%s)", user, u.Role)})
+	})
+	return secret, err
+}

@@ -87,6 +87,11 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 		hook: &hook{svc: svc, log: opts.Logger},
 	}
 	b.inline = srv.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
+	// The server's messages are stamped with its client's protocol
+	// version, and mochi honours a message expiry for queued messages only
+	// on version 5 packets: without this, a command queued for a device that
+	// dropped off would still be delivered after its not-after time.
+	b.inline.Properties.ProtocolVersion = 5
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		return nil, fmt.Errorf("add hook: %w", err)
 	}
@@ -145,10 +150,12 @@ func (b *Broker) Publish(topic string, payload []byte, ttl time.Duration) error 
 	return b.srv.InjectPacket(b.inline, pk)
 }
 
-// Disconnect ends every live connection authenticated as kind/id.
-func (b *Broker) Disconnect(kind, id string) {
+// Disconnect ends every live connection authenticated as p's kind and id,
+// and, when p.Token is set, only those that used that token.
+func (b *Broker) Disconnect(p actions.Principal) {
 	for _, cl := range b.srv.Clients.GetAll() {
-		if p, ok := b.hook.principal(cl); ok && p.Kind == kind && p.ID == id {
+		got, ok := b.hook.principal(cl)
+		if ok && got.Kind == p.Kind && got.ID == p.ID && (p.Token == "" || got.Token == p.Token) {
 			_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 		}
 	}

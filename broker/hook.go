@@ -73,7 +73,8 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 }
 
 // OnACLCheck runs per subscription and per delivery, in memory only. Reads:
-// a device reads only todevice/<its id>, a person only toapp/<their name>,
+// a device (or a device pairing itself under the id it asked for) reads
+// only todevice/<its id>, a person only toapp/<their name>,
 // exactly (no wildcards), and nobody reads toserver. Writes are decided in
 // OnPublish, so that a refused publish leaves a v3 connection open (mochi
 // disconnects a v3 client whose QoS 1 publish fails this check).
@@ -89,7 +90,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return true
 	}
 	switch p.Kind {
-	case actions.PrincipalDevice:
+	case actions.PrincipalDevice, actions.PrincipalPair:
 		return topic == actions.DeviceTopic(p.ID)
 	case actions.PrincipalUser:
 		return topic == actions.AppTopic(p.ID)

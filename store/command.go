@@ -17,6 +17,7 @@ type commandRecord struct {
 	Reason   string    `json:"reason,omitempty"`
 	By       string    `json:"by,omitempty"`
 	Via      string    `json:"via,omitempty"`
+	Grant    string    `json:"grant,omitempty"`
 	Created  time.Time `json:"created"`
 	NotAfter time.Time `json:"not_after,omitzero"`
 }
@@ -30,6 +31,7 @@ func newCommandRecord(c actions.Command) commandRecord {
 		Reason:   c.Reason,
 		By:       c.By,
 		Via:      c.Via,
+		Grant:    c.Grant,
 		Created:  c.Created,
 		NotAfter: c.NotAfter,
 	}
@@ -45,6 +47,7 @@ func (r commandRecord) command(id string) actions.Command {
 		Reason:   r.Reason,
 		By:       r.By,
 		Via:      r.Via,
+		Grant:    r.Grant,
 		Created:  r.Created,
 		NotAfter: r.NotAfter,
 	}

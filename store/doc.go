@@ -18,6 +18,9 @@
 //	events        8-byte big-endian unix nanoseconds of the event time +
 //	              8-byte big-endian NextSequence of the bucket → eventRecord;
 //	              the event id (and page cursor) is the key in lowercase hex
+//	grants        grant id → grantRecord (schema 2)
+//	pairings      SHA-256 of the normalised pairing code → pairingRecord;
+//	              a spent code is deleted (schema 2)
 //
 // Events are read newest first with a cursor that starts at the end, or at
 // the key just before the one a page cursor decodes to, and walks back.

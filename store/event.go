@@ -140,8 +140,5 @@ func matches(q actions.EventQuery, e actions.Event) bool {
 	if q.Type != "" && e.Type != q.Type {
 		return false
 	}
-	if q.Devices != nil && (e.Device == "" || !q.Devices[e.Device]) {
-		return false
-	}
-	return true
+	return q.Filter == nil || q.Filter(e)
 }

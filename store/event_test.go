@@ -198,9 +198,9 @@ func TestEvents(t *testing.T) {
 			{"Device", actions.EventQuery{Device: "door"}, []string{"5", "3", "0"}},
 			{"Type", actions.EventQuery{Type: actions.EventAck}, []string{"6", "3", "2"}},
 			{"DeviceAndType", actions.EventQuery{Device: "door", Type: actions.EventState}, []string{"5", "0"}},
-			{"Devices", actions.EventQuery{Devices: map[string]bool{"lamp": true, "cam": true, "gone": false}}, []string{"6", "4", "1"}},
-			{"DevicesEmpty", actions.EventQuery{Devices: map[string]bool{}}, nil},
-			{"DevicesAndType", actions.EventQuery{Devices: map[string]bool{"lamp": true, "door": true}, Type: actions.EventAck}, []string{"6", "3"}},
+			{"Filter", actions.EventQuery{Filter: onDevices("lamp", "cam")}, []string{"6", "4", "1"}},
+			{"FilterNone", actions.EventQuery{Filter: onDevices()}, nil},
+			{"FilterAndType", actions.EventQuery{Filter: onDevices("lamp", "door"), Type: actions.EventAck}, []string{"6", "3"}},
 			{"NoMatch", actions.EventQuery{Device: "nope"}, nil},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
@@ -268,4 +268,16 @@ func TestEvents(t *testing.T) {
 			wantCode(t, err, actions.EInvalid)
 		}
 	})
+}
+
+// onDevices is a filter keeping the events about the given devices.
+func onDevices(ids ...string) func(actions.Event) bool {
+	return func(e actions.Event) bool {
+		for _, id := range ids {
+			if e.Device == id {
+				return true
+			}
+		}
+		return false
+	}
 }

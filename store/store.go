@@ -22,6 +22,8 @@ var (
 	bucketCommands    = []byte("commands")
 	bucketPending     = []byte("pending")
 	bucketEvents      = []byte("events")
+	bucketGrants      = []byte("grants")
+	bucketPairings    = []byte("pairings")
 
 	keySchemaVersion = []byte("schema_version")
 
@@ -29,7 +31,7 @@ var (
 	// migration has run.
 	dataBuckets = [][]byte{
 		bucketDevices, bucketUsers, bucketTokens, bucketTokenHashes,
-		bucketCommands, bucketPending, bucketEvents,
+		bucketCommands, bucketPending, bucketEvents, bucketGrants, bucketPairings,
 	}
 )
 
@@ -48,6 +50,15 @@ var migrations = [...]func(*bbolt.Tx) error{
 			bucketDevices, bucketUsers, bucketTokens, bucketTokenHashes,
 			bucketCommands, bucketPending, bucketEvents,
 		} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	},
+	// 2: grants of devices to people, and device pairing codes.
+	func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketGrants, bucketPairings} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
 			}

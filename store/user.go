@@ -98,6 +98,46 @@ func (t *tx) PutUser(u actions.User) error {
 	return nil
 }
 
+// DeleteUser removes the user name; their tokens and grants are the
+// caller's to remove in the same transaction.
+func (t *tx) DeleteUser(name string) error {
+	if _, err := t.User(name); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketUsers).Delete([]byte(name))
+}
+
+// Token returns the token id.
+func (t *tx) Token(id string) (actions.Token, error) { return t.token(id) }
+
+// Tokens returns every token, ordered by id.
+func (t *tx) Tokens() ([]actions.Token, error) {
+	tokens := []actions.Token{}
+	err := t.tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
+		var r tokenRecord
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decode token %q: %w", k, err)
+		}
+		tokens = append(tokens, r.token(string(k)))
+		return nil
+	})
+	return tokens, err
+}
+
+// DeleteToken removes the token id and its hash.
+func (t *tx) DeleteToken(id string) error {
+	tk, err := t.token(id)
+	if err != nil {
+		return err
+	}
+	if len(tk.Hash) > 0 {
+		if err := t.tx.Bucket(bucketTokenHashes).Delete(tk.Hash); err != nil {
+			return fmt.Errorf("delete token hash: %w", err)
+		}
+	}
+	return t.tx.Bucket(bucketTokens).Delete([]byte(id))
+}
+
 // token returns the token id.
 func (t *tx) token(id string) (actions.Token, error) {
 	v := t.tx.Bucket(bucketTokens).Get([]byte(id))

@@ -46,6 +46,9 @@ func NewHandler(svc *actions.Service, opts Options) http.Handler {
 	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
+	// The address that counts for throttling is the peer's: headers such as
+	// X-Forwarded-For are the client's to forge.
+	e.IPExtractor = echo.ExtractIPDirect()
 	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e}
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
@@ -87,6 +90,16 @@ func (s *server) routes() {
 	api.POST("/lock", s.handleLockAll)
 	api.POST("/unlock", s.handleLockAll)
 	api.GET("/events", s.handleEventList)
+	api.GET("/users", s.handleUserList)
+	api.POST("/users", s.handleUserCreate)
+	api.DELETE("/users/:name", s.handleUserDelete)
+	api.GET("/users/:name/tokens", s.handleTokenList)
+	api.POST("/users/:name/tokens", s.handleTokenCreate)
+	api.DELETE("/tokens/:id", s.handleTokenDelete)
+	api.GET("/grants", s.handleGrantList)
+	api.POST("/grants", s.handleGrantCreate)
+	api.DELETE("/grants/:id", s.handleGrantDelete)
+	api.POST("/pairings", s.handlePairingCreate)
 }
 
 const principalKey = "principal"
@@ -100,7 +113,7 @@ func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
 			return actions.Errorf(actions.EUnauthorized, "missing bearer token")
 		}
-		p, err := s.svc.AuthenticateBearer(strings.TrimSpace(token), c.RealIP())
+		p, err := s.svc.AuthenticateBearer(strings.TrimSpace(token), c.Request().RemoteAddr)
 		if err != nil {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
 			return err
@@ -130,6 +143,7 @@ var statusOf = map[string]int{
 	actions.ENotFound:     http.StatusNotFound,
 	actions.EConflict:     http.StatusConflict,
 	actions.EUnavailable:  http.StatusServiceUnavailable,
+	actions.ETooMany:      http.StatusTooManyRequests,
 	actions.EInternal:     http.StatusInternalServerError,
 }
 
@@ -142,6 +156,7 @@ var codeOf = map[int]string{
 	http.StatusRequestEntityTooLarge: "too_large",
 	http.StatusUnsupportedMediaType:  actions.EInvalid,
 	http.StatusServiceUnavailable:    actions.EUnavailable,
+	http.StatusTooManyRequests:       actions.ETooMany,
 }
 
 // handleError writes every error as {"error":{"code","message"}}. Only the
