@@ -33,11 +33,20 @@ type testServer struct {
 // startServer starts a server on dir (a fresh temp dir when dir is "").
 func startServer(t *testing.T, dir string) *testServer {
 	t.Helper()
+	return startServerWith(t, dir, nil)
+}
+
+// startServerWith is startServer with a change to the configuration.
+func startServerWith(t *testing.T, dir string, change func(*config)) *testServer {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
 	cfg := config{Data: dir, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0", CommandTTL: 3 * time.Second,
-		LogLevel: "error", AdminToken: testAdminToken, connectTimeout: time.Second}
+		LogLevel: "error", AdminToken: testAdminToken, connectTimeout: time.Second, Location: time.UTC}
+	if change != nil {
+		change(&cfg)
+	}
 	a, err := start(cfg, io.Discard)
 	if err != nil {
 		t.Fatalf("start: %v", err)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,8 +17,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+	_ "time/tzdata" // grant windows need zones even in a distroless image
 
 	"gatehouse/actions"
 	"gatehouse/broker"
@@ -47,12 +50,18 @@ func main() {
 type config struct {
 	Data       string
 	MQTT       string
+	MQTTS      string
 	HTTP       string
+	TLSCert    string
+	TLSKey     string
 	CommandTTL time.Duration
+	Location   *time.Location
 	LogLevel   string
 	AdminToken string
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
 	connectTimeout time.Duration
+	// now is the clock; nil is time.Now. Tests move it.
+	now func() time.Time
 }
 
 // run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
@@ -73,7 +82,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return healthcheck(cfg.HTTP)
+		return healthcheck(cfg.HTTP, cfg.TLSCert != "")
+	case "token":
+		if len(args) == 0 || args[0] != "create" {
+			return errors.New("usage: gatehouse token create --user NAME [--role admin|member|guest]")
+		}
+		return tokenCreate(args[1:], getenv, stdout, stderr)
 	case "version":
 		if _, err := parseConfig("version", args, getenv, stderr); err != nil {
 			return err
@@ -83,7 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help":
 		fmt.Fprintln(stdout, usage)
 		return nil
-	case "backup", "restore", "export", "import", "token":
+	case "backup", "restore", "export", "import":
 		return fmt.Errorf("command %q is not available in this build yet", cmd)
 	}
 	return fmt.Errorf("unknown command %q (try: gatehouse help)", cmd)
@@ -94,6 +108,8 @@ const usage = `usage: gatehouse [COMMAND] [flags] [ARGS]
 commands:
   serve        run the server (the default)
   healthcheck  exit 0 when the local server answers on --http
+  token create --user NAME [--role admin|member|guest]
+               make a token offline (prints it alone on stdout)
   version      print the version
 
 flags (each also an environment variable GATEHOUSE_<NAME>):`
@@ -114,8 +130,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.Data, "data", env("data", "./data"), "data directory (holds gatehouse.db)")
 	fs.StringVar(&cfg.MQTT, "mqtt", env("mqtt", ":1883"), "MQTT TCP listen address")
 	fs.StringVar(&cfg.HTTP, "http", env("http", ":8080"), "HTTP listen address (REST, MQTT over WebSocket at /mqtt)")
+	fs.StringVar(&cfg.MQTTS, "mqtts", env("mqtts", ":8883"), "MQTT over TLS listen address (with --tls-cert and --tls-key)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", env("tls-cert", ""), "PEM certificate file: MQTT also listens with TLS and HTTP serves HTTPS (re-read on SIGHUP)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", env("tls-key", ""), "PEM private key file for --tls-cert")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("log-level", "info"), "debug, info, warn or error")
 	ttl := fs.String("command-ttl", env("command-ttl", "30s"), "time to live of a command (at most 5m)")
+	tz := fs.String("timezone", env("timezone", "Local"), "IANA time zone in which grant windows are read, like Europe/Paris")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, usage)
 		fs.PrintDefaults()
@@ -136,6 +156,12 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return cfg, fmt.Errorf("--command-ttl %q: want a duration from 1s to %s", *ttl, actions.MaxCommandTTL)
 	}
 	cfg.CommandTTL = d
+	if cfg.Location, err = time.LoadLocation(*tz); err != nil {
+		return cfg, fmt.Errorf("--timezone %q: %w", *tz, err)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return cfg, errors.New("--tls-cert and --tls-key go together")
+	}
 	cfg.AdminToken = getenv("GATEHOUSE_ADMIN_TOKEN")
 	return cfg, nil
 }
@@ -154,11 +180,26 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		a.log.Info("shutting down")
-	case err = <-a.httpErr:
-		a.log.Error("http server failed", "error", err)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			a.log.Info("shutting down")
+			done = true
+		case err = <-a.httpErr:
+			a.log.Error("http server failed", "error", err)
+			done = true
+		case <-hup:
+			if a.certs == nil {
+				a.log.Info("SIGHUP ignored: no TLS certificate configured")
+			} else if rerr := a.certs.load(); rerr != nil {
+				a.log.Error("reload TLS certificate: keeping the old one", "error", rerr)
+			} else {
+				a.log.Info("TLS certificate reloaded")
+			}
+		}
 	}
 	err = errors.Join(err, a.close())
 	a.log.Info("stopped", "error", err)
@@ -175,6 +216,7 @@ type app struct {
 	http    *http.Server
 	httpLn  net.Listener
 	httpErr chan error
+	certs   *certFiles // nil without TLS
 }
 
 func start(cfg config, stderr io.Writer) (*app, error) {
@@ -196,12 +238,22 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	if a.db, err = store.Open(filepath.Join(cfg.Data, "gatehouse.db")); err != nil {
 		return nil, err
 	}
-	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"), CommandTTL: cfg.CommandTTL})
+	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
+		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now})
 	if err != nil {
 		return nil, err
 	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		a.certs = &certFiles{cert: cfg.TLSCert, key: cfg.TLSKey}
+		if err := a.certs.load(); err != nil {
+			return nil, err
+		}
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: a.certs.get}
+	}
 	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT,
-		Logger: logger.With("component", "broker"), ConnectTimeout: cfg.connectTimeout})
+		Logger: logger.With("component", "broker"), ConnectTimeout: cfg.connectTimeout,
+		TLS: tlsConfig, TLSAddr: cfg.MQTTS})
 	if err != nil {
 		return nil, err
 	}
@@ -238,13 +290,20 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
+	a.http.TLSConfig = tlsConfig
 	go func() {
-		if err := a.http.Serve(a.httpLn); !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if tlsConfig != nil {
+			err = a.http.ServeTLS(a.httpLn, "", "")
+		} else {
+			err = a.http.Serve(a.httpLn)
+		}
+		if !errors.Is(err, http.ErrServerClosed) {
 			a.httpErr <- err
 		}
 	}()
-	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(),
-		"http", a.httpLn.Addr().String(), "data", cfg.Data)
+	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(), "mqtts", a.broker.TLSAddr(),
+		"http", a.httpLn.Addr().String(), "https", tlsConfig != nil, "data", cfg.Data)
 	started = true
 	return a, nil
 }
@@ -278,7 +337,9 @@ func (a *app) close() error {
 }
 
 // healthcheck asks the local server's /healthz; for Docker's HEALTHCHECK.
-func healthcheck(addr string) error {
+// Over HTTPS the certificate is not checked: the question is only whether
+// this machine's server answers.
+func healthcheck(addr string, https bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--http %q: %w", addr, err)
@@ -286,8 +347,12 @@ func healthcheck(addr string) error {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	client := &http.Client{Timeout: 3 * time.Second}
-	resp, err := client.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	scheme, client := "http", &http.Client{Timeout: 3 * time.Second}
+	if https {
+		scheme = "https"
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	resp, err := client.Get(scheme + "://" + net.JoinHostPort(host, port) + "/healthz")
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -295,5 +360,65 @@ func healthcheck(addr string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("healthcheck: %s", resp.Status)
 	}
+	return nil
+}
+
+// certFiles is the TLS certificate, re-read from its files on SIGHUP so a
+// renewed certificate is used without a restart.
+type certFiles struct {
+	cert, key string
+	current   atomic.Pointer[tls.Certificate]
+}
+
+func (c *certFiles) load() error {
+	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		return fmt.Errorf("tls certificate: %w", err)
+	}
+	c.current.Store(&pair)
+	return nil
+}
+
+func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.current.Load(), nil
+}
+
+// tokenCreate is `gatehouse token create`: it works on the data file while
+// no server holds it, to recover access when every admin token is lost.
+func tokenCreate(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gatehouse token create", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
+	user := fs.String("user", "", "user name (created when missing)")
+	role := fs.String("role", "", "admin, member or guest (default: admin for a new user, unchanged otherwise)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("token create takes no arguments, got %q", fs.Args())
+	}
+	if *user == "" {
+		return errors.New("token create: --user is required")
+	}
+	if *data == "" {
+		*data = "./data"
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	db, err := store.Open(filepath.Join(*data, "gatehouse.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc, err := actions.New(actions.Config{Store: db})
+	if err != nil {
+		return err
+	}
+	token, err := svc.IssueToken(*user, *role)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, token)
 	return nil
 }

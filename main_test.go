@@ -64,7 +64,7 @@ func TestRunServe(t *testing.T) {
 
 	// The health check command sees it come up.
 	deadline := time.Now().Add(10 * time.Second)
-	for healthcheck(httpAddr) != nil && time.Now().Before(deadline) {
+	for healthcheck(httpAddr, false) != nil && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err := run(context.Background(), []string{"healthcheck", "--http", httpAddr}, noenv, &stderr, &stderr); err != nil {

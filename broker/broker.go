@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,9 @@ type Options struct {
 	// ConnectTimeout closes connections that send no CONNECT in time
 	// (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
+	// TLS, when set, adds a listener on TLSAddr that speaks MQTT over TLS.
+	TLS     *tls.Config
+	TLSAddr string
 }
 
 // Broker is the MQTT side of Gatehouse. It implements actions.Publisher.
@@ -47,7 +51,9 @@ type Broker struct {
 	inline *mqtt.Client
 	hook   *hook
 	tcp    *tcpListener
+	tls    *tcpListener
 	ws     *wsListener
+	opts   Options
 	addr   string
 	wait   time.Duration // connect timeout
 	log    *slog.Logger
@@ -83,6 +89,7 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 		srv:  srv,
 		addr: opts.Addr,
 		wait: opts.ConnectTimeout,
+		opts: opts,
 		log:  opts.Logger,
 		hook: &hook{svc: svc, log: opts.Logger},
 	}
@@ -110,7 +117,26 @@ func (b *Broker) Listen() error {
 		ln.Close()
 		return err
 	}
+	if b.opts.TLS != nil {
+		tln, err := net.Listen("tcp", b.opts.TLSAddr)
+		if err != nil {
+			return fmt.Errorf("mqtts listen on %s: %w", b.opts.TLSAddr, err)
+		}
+		b.tls = &tcpListener{id: "tls", ln: tls.NewListener(tln, b.opts.TLS), wait: b.wait}
+		if err := b.srv.AddListener(b.tls); err != nil {
+			tln.Close()
+			return err
+		}
+	}
 	return b.srv.AddListener(b.ws)
+}
+
+// TLSAddr is the bound MQTT-over-TLS address, "" without TLS.
+func (b *Broker) TLSAddr() string {
+	if b.tls == nil {
+		return ""
+	}
+	return b.tls.ln.Addr().String()
 }
 
 // Addr is the bound TCP address.

@@ -30,7 +30,7 @@ var _ listeners.Listener = (*tcpListener)(nil)
 
 func (l *tcpListener) ID() string                  { return l.id }
 func (l *tcpListener) Address() string             { return l.ln.Addr().String() }
-func (l *tcpListener) Protocol() string            { return "tcp" }
+func (l *tcpListener) Protocol() string            { return l.id }
 func (l *tcpListener) Init(log *slog.Logger) error { l.log = log; return nil }
 
 func (l *tcpListener) Serve(establish listeners.EstablishFn) {
