@@ -314,4 +314,3 @@ func TestTokens(t *testing.T) {
 		}
 	})
 }
-

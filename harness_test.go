@@ -98,6 +98,22 @@ func (s *testServer) api(method, path, token string, body any) (int, []byte) {
 	return resp.StatusCode, out
 }
 
+// apiFrom is api from the loopback address src.
+func (s *testServer) apiFrom(src, method, path, token string) int {
+	s.t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+	defer client.CloseIdleConnections()
+	req, _ := http.NewRequest(method, s.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s from %s: %v", method, path, src, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // apiJSON is api that wants status and decodes the body into v.
 func (s *testServer) apiJSON(method, path string, body any, want int, v any) {
 	s.t.Helper()
@@ -184,8 +200,16 @@ func (s *testServer) connect(clientID, user, pass string) *client {
 }
 
 func (s *testServer) tryConnect(clientID, user, pass string) (*client, error) {
+	return s.tryConnectFrom("127.0.0.1", clientID, user, pass)
+}
+
+// tryConnectFrom connects from the loopback address src (any of
+// 127.0.0.0/8), so tests can play several machines.
+func (s *testServer) tryConnectFrom(src, clientID, user, pass string) (*client, error) {
 	c := &client{t: s.t, msgs: make(chan string, 100), lost: make(chan error, 1)}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + s.mqtt).SetClientID(clientID).
+		SetDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).
+		SetProtocolVersion(4). // no silent retry as MQTT 3.1 after a refusal
 		SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectRetry(false).
 		SetCleanSession(true).SetConnectTimeout(5 * time.Second).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {

@@ -175,11 +175,13 @@ const (
 )
 
 // throttle counts failed logins per source address and per username.
-// While an address or a username is over its limit, attempts are refused,
-// except a correct login of a user from an address they have logged in
-// from before: an attacker cannot lock a person out of the places they use,
-// even behind the same NAT. Credentials are checked first either way, but a
-// refused attempt never says whether they were right.
+// While an address is over its limit every attempt from it is refused,
+// except a correct login of a user who has logged in from that address
+// before; while a username is over its limit, wrong guesses at it are
+// refused and recorded as throttled. So an attacker cannot lock a person out,
+// from another address or even from behind the same NAT. Credentials are
+// checked first either way, but a refused attempt never says whether they
+// were right.
 type throttle struct {
 	mu     sync.Mutex
 	now    func() time.Time
@@ -208,7 +210,9 @@ func host(remote string) string {
 }
 
 // check says whether an attempt by user from remote, whose credentials are
-// valid or not, must be refused for throttling.
+// valid or not, must be refused for throttling. Valid credentials pass a
+// username's block (someone else guessed at that name) and pass an
+// address's block when the user has logged in from that address before.
 func (t *throttle) check(remote, user string, valid bool) error {
 	addr, now := host(remote), t.now()
 	t.mu.Lock()
@@ -219,7 +223,7 @@ func (t *throttle) check(remote, user string, valid bool) error {
 	if s := t.byAddr[addr]; s != nil && now.Before(s.until) {
 		return Errorf(ETooMany, "too many failed logins from %s: retry in %s", addr, s.until.Sub(now).Round(time.Second))
 	}
-	if s := t.byUser[user]; user != "" && s != nil && now.Before(s.until) {
+	if s := t.byUser[user]; !valid && user != "" && s != nil && now.Before(s.until) {
 		return Errorf(ETooMany, "too many failed logins for %q: retry in %s", user, s.until.Sub(now).Round(time.Second))
 	}
 	return nil
