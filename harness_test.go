@@ -347,3 +347,16 @@ func (s *testServer) connect5(clientID, user, pass string) (*client5, error) {
 type connackError struct{ code byte }
 
 func (e *connackError) Error() string { return "connack refused" }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// jsonField reads one string field of a JSON object.
+func jsonField(t *testing.T, body []byte, name string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	v, _ := m[name].(string)
+	return v
+}
