@@ -115,6 +115,12 @@ func TestDevicesAPI(t *testing.T) {
 		if st != http.StatusNotFound || !strings.Contains(string(body), `"code":"not_found"`) {
 			t.Errorf("unknown route: %d %s", st, body)
 		}
+		if st, body := s.api("GET", "/nothing", "-", nil); st != http.StatusNotFound {
+			t.Errorf("unknown public route: %d %s", st, body)
+		}
+		if st, body := s.api("PUT", "/hello", "-", nil); st != http.StatusMethodNotAllowed || !strings.Contains(string(body), `"message":"method not allowed"`) {
+			t.Errorf("wrong method: %d %s", st, body)
+		}
 	})
 }
 

@@ -95,8 +95,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "gatehouse", version)
 		return nil
 	case "help":
-		fmt.Fprintln(stdout, usage)
-		return nil
+		_, err := parseConfig("serve", []string{"-h"}, getenv, stdout)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
 	case "backup", "restore", "export", "import":
 		return fmt.Errorf("command %q is not available in this build yet", cmd)
 	}

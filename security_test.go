@@ -47,11 +47,15 @@ func TestLoginRefused(t *testing.T) {
 			t.Fatal("connect with a will accepted")
 		}
 	})
-	refused := 0
+	refused, will := 0, false
 	for _, e := range s.events("type=login_refused&limit=100") {
 		if e.Via == "mqtt" {
 			refused++
 		}
+		will = will || strings.Contains(e.Detail, "will messages are not accepted")
+	}
+	if !will {
+		t.Error("the refused will left no event")
 	}
 	if refused < len(cases)-2 { // anonymous and empty password fail before a user is known, but are still recorded
 		t.Errorf("login_refused events %d, want at least %d", refused, len(cases)-2)

@@ -151,6 +151,11 @@ func (s *Service) pairPrincipal(tx Tx, clientID, code string) (Principal, error)
 	return Principal{Kind: PrincipalPair, ID: clientID, Token: hex.EncodeToString(pr.Hash)}, nil
 }
 
+// RefuseLogin records a login the caller refused for its own reasons.
+func (s *Service) RefuseLogin(via, username, remote, why string) {
+	s.refuse(via, username, remote, why)
+}
+
 // refuse records a refused login. It is best effort: a failing store must
 // not turn a refusal into something else.
 func (s *Service) refuse(via, username, remote, why string) {

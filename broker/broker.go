@@ -82,7 +82,7 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 opts.Logger.With("component", "mochi"),
+		Logger:                 opts.Logger.With("subsystem", "mochi"),
 		SysTopicResendInterval: 60,
 	})
 	b := &Broker{

@@ -46,7 +46,7 @@ func (h *hook) principal(cl *mqtt.Client) (actions.Principal, bool) {
 // ACL, so a will could reach a topic its client may not publish to.
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if pk.Connect.WillFlag {
-		h.log.Info("login refused", "client_id", cl.ID, "remote", cl.Net.Remote, "reason", "will messages are not accepted")
+		h.svc.RefuseLogin(actions.ViaMQTT, string(pk.Connect.Username), cl.Net.Remote, "will messages are not accepted")
 		return false
 	}
 	p, err := h.svc.AuthenticateMQTT(cl.ID, string(pk.Connect.Username), pk.Connect.Password, cl.Net.Remote)

@@ -73,11 +73,12 @@ func (s *server) routes() {
 		e.GET("/mqtt", echo.WrapHandler(s.mqtt))
 	}
 
+	// Route middleware, not a group on "": a group would catch every
+	// unknown path and answer 401 instead of 404.
 	small := middleware.BodyLimit("64K")
-	auth := e.Group("", s.authenticate, small)
-	auth.POST("/lock", s.handleLockAll)
-	auth.POST("/unlock", s.handleLockAll)
-	auth.POST("/test", s.handleTest)
+	e.POST("/lock", s.handleLockAll, s.authenticate, small)
+	e.POST("/unlock", s.handleLockAll, s.authenticate, small)
+	e.POST("/test", s.handleTest, s.authenticate, small)
 
 	api := e.Group("/api/v1", s.authenticate, small)
 	api.GET("/devices", s.handleDeviceList)
@@ -177,7 +178,7 @@ func (s *server) handleError(err error, c echo.Context) {
 			body.Error.Code = actions.EInternal
 		}
 		body.Error.Message = strings.ToLower(http.StatusText(status))
-		if m, ok := he.Message.(string); ok && status < 500 {
+		if m, ok := he.Message.(string); ok && status < 500 && m != http.StatusText(status) {
 			body.Error.Message = m
 		}
 	default:
