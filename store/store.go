@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -26,13 +27,6 @@ var (
 	bucketPairings    = []byte("pairings")
 
 	keySchemaVersion = []byte("schema_version")
-
-	// dataBuckets are the buckets the tx methods expect once every
-	// migration has run.
-	dataBuckets = [][]byte{
-		bucketDevices, bucketUsers, bucketTokens, bucketTokenHashes,
-		bucketCommands, bucketPending, bucketEvents, bucketGrants, bucketPairings,
-	}
 )
 
 // ErrInUse is returned by Open when another process holds the data file.
@@ -78,6 +72,23 @@ const lockTimeout = time.Second
 // DB is the bbolt-backed store. It is safe for concurrent use.
 type DB struct {
 	bolt *bbolt.DB
+
+	// Writes go through one writer goroutine that groups them into shared
+	// commits (see writer.go), unless the store was opened with Options.
+	// OneCommitPerWrite.
+	grouped bool
+	mu      sync.RWMutex // guards closed against sends on queue
+	closed  bool
+	queue   chan write
+	stopped chan struct{}
+}
+
+// Options tunes Open.
+type Options struct {
+	// OneCommitPerWrite makes every Update its own bbolt transaction and
+	// fsync instead of grouping concurrent writes (for comparison in
+	// benchmarks).
+	OneCommitPerWrite bool
 }
 
 var _ actions.Store = (*DB)(nil)
@@ -85,7 +96,10 @@ var _ actions.Store = (*DB)(nil)
 // Open opens or creates the data file at path (mode 0600), brings its schema
 // up to date and returns the store. It fails within about a second if
 // another process has the file open.
-func Open(path string) (*DB, error) {
+func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
+
+// OpenWith is Open with options.
+func OpenWith(path string, opts Options) (*DB, error) {
 	b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("open store: %s: %w", path, ErrInUse)
@@ -96,16 +110,21 @@ func Open(path string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %s: %w", path, err)
 	}
-	if err := b.Update(migrate); err != nil {
+	if err := b.Update(func(btx *bbolt.Tx) error { return migrate(btx, migrations[:]) }); err != nil {
 		b.Close()
 		return nil, fmt.Errorf("open store: %s: %w", path, err)
 	}
-	return &DB{bolt: b}, nil
+	db := &DB{bolt: b, grouped: !opts.OneCommitPerWrite}
+	if db.grouped {
+		db.queue, db.stopped = make(chan write), make(chan struct{})
+		go db.writer()
+	}
+	return db, nil
 }
 
 // migrate runs the migrations the file has not seen yet and records the new
 // schema version, all in tx, so a failed migration leaves the file as it was.
-func migrate(tx *bbolt.Tx) error {
+func migrate(tx *bbolt.Tx, migrations []func(*bbolt.Tx) error) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
@@ -117,20 +136,21 @@ func migrate(tx *bbolt.Tx) error {
 		}
 		version = binary.BigEndian.Uint64(v)
 	}
-	if version > uint64(SchemaVersion) {
-		return fmt.Errorf("schema version %d is newer than this binary supports (%d); upgrade gatehouse", version, SchemaVersion)
+	known := uint64(len(migrations))
+	if version > known {
+		return fmt.Errorf("schema version %d is newer than this binary supports (%d); upgrade gatehouse", version, known)
 	}
-	for i := version; i < uint64(SchemaVersion); i++ {
+	for i := version; i < known; i++ {
 		if err := migrations[i](tx); err != nil {
 			return fmt.Errorf("migrate to schema version %d: %w", i+1, err)
 		}
 	}
-	if version < uint64(SchemaVersion) {
-		if err := meta.Put(keySchemaVersion, u64(uint64(SchemaVersion))); err != nil {
+	if version < known {
+		if err := meta.Put(keySchemaVersion, u64(known)); err != nil {
 			return fmt.Errorf("write schema version: %w", err)
 		}
 	}
-	for _, name := range dataBuckets {
+	for _, name := range bucketsAt(int(known)) {
 		if tx.Bucket(name) == nil {
 			return fmt.Errorf("bucket %s is missing", name)
 		}
@@ -138,8 +158,19 @@ func migrate(tx *bbolt.Tx) error {
 	return nil
 }
 
-// Close releases the data file. It is safe to call more than once.
+// Close waits for the writes under way, then releases the data file. It is
+// safe to call more than once.
 func (db *DB) Close() error {
+	db.mu.Lock()
+	first := !db.closed
+	db.closed = true
+	if first && db.grouped {
+		close(db.queue)
+	}
+	db.mu.Unlock()
+	if db.grouped {
+		<-db.stopped // the writer has committed what was queued
+	}
 	if err := db.bolt.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
@@ -152,9 +183,21 @@ func (db *DB) View(fn func(actions.Tx) error) error {
 }
 
 // Update runs fn in a read-write transaction that is committed, and synced
-// to disk, only if fn returns nil.
+// to disk, only if fn returns nil; it returns once the commit is on disk.
+// Concurrent Updates share commits; fn may run more than once.
 func (db *DB) Update(fn func(actions.Tx) error) error {
-	return db.bolt.Update(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+	if !db.grouped {
+		return db.bolt.Update(func(btx *bbolt.Tx) error { return safeRun(fn, btx) })
+	}
+	w := write{fn: fn, done: make(chan error, 1)}
+	db.mu.RLock()
+	if db.closed {
+		db.mu.RUnlock()
+		return ErrClosed
+	}
+	db.queue <- w
+	db.mu.RUnlock()
+	return <-w.done
 }
 
 // tx implements actions.Tx on one bbolt transaction. Its methods are the
@@ -169,3 +212,6 @@ var _ actions.Tx = (*tx)(nil)
 func u64(v uint64) []byte {
 	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
 }
+
+// u64dec decodes an 8-byte big-endian number.
+func u64dec(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
