@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return err
 	case "backup", "restore", "export", "import":
-		return fmt.Errorf("command %q is not available in this build yet", cmd)
+		return offline(cmd, args, getenv, stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q (try: gatehouse help)", cmd)
 }
@@ -113,6 +113,10 @@ commands:
   healthcheck  exit 0 when the local server answers on --http
   token create --user NAME [--role admin|member|guest]
                make a token offline (prints it alone on stdout)
+  backup FILE  copy the data file to FILE (server stopped; online: GET /api/v1/backup)
+  restore FILE replace the data file with the backup FILE (server stopped)
+  export [FILE] write the whole state as JSON to FILE or stdout
+  import FILE  load a JSON export into an empty data dir
   version      print the version
 
 flags (each also an environment variable GATEHOUSE_<NAME>):`
@@ -424,4 +428,79 @@ func tokenCreate(args []string, getenv func(string) string, stdout, stderr io.Wr
 	}
 	fmt.Fprintln(stdout, token)
 	return nil
+}
+
+// offline runs the commands that work on the data file while no server
+// holds it: backup, restore, export and import.
+func offline(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") {
+			return fmt.Errorf("flag %s after an argument: flags come first", a)
+		}
+	}
+	if *data == "" {
+		*data = "./data"
+	}
+	path := filepath.Join(*data, "gatehouse.db")
+	file := fs.Arg(0)
+	want := 1
+	if cmd == "export" {
+		want = min(fs.NArg(), 1)
+	}
+	if fs.NArg() != want || (want == 1 && file == "") {
+		return fmt.Errorf("usage: gatehouse %s [--data DIR] FILE", cmd)
+	}
+	switch cmd {
+	case "restore":
+		kept, err := store.Restore(path, file)
+		if err != nil {
+			return err
+		}
+		if kept != "" {
+			fmt.Fprintln(stderr, "previous data file kept as", kept)
+		}
+		return nil
+	case "import":
+		if err := os.MkdirAll(*data, 0o700); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return store.Import(path, f)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no data file: %w", err)
+	}
+	db, err := store.Open(path)
+	if errors.Is(err, store.ErrInUse) {
+		return fmt.Errorf("%w: stop the server first (a running server is backed up with GET /api/v1/backup)", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	switch {
+	case cmd == "backup":
+		return db.BackupFile(file)
+	case file == "":
+		return db.Export(stdout)
+	}
+	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := db.Export(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -101,6 +101,7 @@ func (s *server) routes() {
 	api.POST("/grants", s.handleGrantCreate)
 	api.DELETE("/grants/:id", s.handleGrantDelete)
 	api.POST("/pairings", s.handlePairingCreate)
+	api.GET("/backup", s.handleBackup)
 }
 
 const principalKey = "principal"
