@@ -25,7 +25,9 @@ func TestRunArgs(t *testing.T) {
 		{"UnknownFlag", []string{"--nope"}, "flag provided but not defined"},
 		{"BadTTL", []string{"--command-ttl", "10m"}, "--command-ttl"},
 		{"BadLogLevel", []string{"--log-level", "loud", "--data", "DIR", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, "--log-level"},
-		{"NotYet", []string{"backup", "f.db"}, "not available"},
+		{"BackupNoArgs", []string{"backup"}, "usage: gatehouse backup"},
+		{"BackupNoDataFile", []string{"backup", "--data", "DIR", "f.db"}, "no data file"},
+		{"ImportFlagLate", []string{"import", "f.json", "--data", "x"}, "flag --data after an argument"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
