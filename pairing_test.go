@@ -42,7 +42,7 @@ func TestPairing(t *testing.T) {
 		dev.publish("toserver", false, "state locked")
 		dev.expect("todevice/newlock error a pairing login can only send hand_shake")
 		dev.publish("toserver", false, "hand_shake light")
-		dev.expect("todevice/newlock error this pairing code is for a lock, not a light")
+		dev.expect(`todevice/newlock error this pairing code is for a lock, not a "light"`)
 		dev.publish("toserver", false, "hand_shake lock 2.0 Garden gate")
 		f := strings.Fields(dev.expect("todevice/newlock credentials "))
 		if len(f) != 4 || f[2] != "newlock" || len(f[3]) != 64 {

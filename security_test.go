@@ -229,3 +229,31 @@ func TestRESTAuth(t *testing.T) {
 		t.Error("refused REST logins left no event")
 	}
 }
+
+func TestClientIDOwnership(t *testing.T) {
+	s := startServer(t, "")
+	s.createDevice("door", "lock")
+	alice := s.createUser("alice", "member")
+	bob := s.createUser("bob", "member")
+	phone := s.connect("alice-phone", "alice", alice)
+	phone.subscribe("toapp/alice")
+	t.Run("ErrOtherPersonsClientID", func(t *testing.T) {
+		if c, err := s.tryConnect("alice-phone", "bob", bob); err == nil {
+			c.c.Disconnect(0)
+			t.Fatal("bob took over alice's session")
+		}
+		if !phone.c.IsConnectionOpen() {
+			t.Error("alice's session was dropped by bob's attempt")
+		}
+	})
+	t.Run("ErrDeviceClientID", func(t *testing.T) {
+		if c, err := s.tryConnect("door", "alice", alice); err == nil {
+			c.c.Disconnect(0)
+			t.Fatal("a person logged in with a device's client id")
+		}
+	})
+	t.Run("SamePersonTakesOver", func(t *testing.T) {
+		again := s.connect("alice-phone", "alice", alice)
+		again.c.Disconnect(0)
+	})
+}

@@ -9,9 +9,10 @@ import "time"
 //   - a device sees and reads itself and operates nothing;
 //   - a person sees the devices they hold a grant for (pairing a device
 //     grants it to the person who made the code); a member reads (events,
-//     notifications, pictures) every granted device, a guest only what falls
-//     inside a grant's window and only while a window is open; both operate a
-//     granted device while a grant's window is open.
+//     notifications, pictures) what happened to a granted device since the
+//     grant was made, a guest only what falls inside a grant's window and
+//     only while a window is open; both operate a granted device while a
+//     grant's window is open.
 type viewer struct {
 	p      Principal
 	grants map[string][]Grant // device id → the principal's grants
@@ -61,8 +62,16 @@ func (v viewer) reads(d Device, at time.Time) bool {
 	if !v.sees(d) {
 		return false
 	}
-	if v.p.Kind == PrincipalDevice || v.p.Role == RoleAdmin || v.p.Role == RoleMember {
+	if v.p.Kind == PrincipalDevice || v.p.Role == RoleAdmin {
 		return true
+	}
+	if v.p.Role == RoleMember { // what happened since they were given the device
+		for _, g := range v.grants[d.ID] {
+			if !at.Before(g.Created) {
+				return true
+			}
+		}
+		return false
 	}
 	if v.activeGrant(d.ID, v.now) == "" {
 		return false

@@ -59,6 +59,15 @@ func (s *Service) tokenPrincipal(tx Tx, token string) (Principal, error) {
 // token so that busy clients do not turn every request into a write.
 func (s *Service) touchToken(id string) {
 	now := s.now()
+	var stale bool
+	_ = s.store.View(func(tx Tx) error {
+		t, err := tx.Token(id)
+		stale = err == nil && now.Sub(t.LastUsed) >= time.Minute
+		return nil
+	})
+	if !stale {
+		return
+	}
 	_ = s.store.Update(func(tx Tx) error {
 		t, err := tx.Token(id)
 		if err != nil || now.Sub(t.LastUsed) < time.Minute {
@@ -124,6 +133,11 @@ func (s *Service) authenticateMQTT(clientID, username, password string) (Princip
 		if tp.ID != username {
 			return Errorf(EUnauthorized, "token of another user")
 		}
+		// A device's client id is its own: taking it would take over the
+		// device's session and what is queued for it.
+		if _, err := tx.Device(clientID); err == nil {
+			return Errorf(EUnauthorized, "client id %q belongs to a device", clip(clientID))
+		}
 		p = tp
 		return nil
 	})
@@ -159,6 +173,7 @@ func (s *Service) RefuseLogin(via, username, remote, why string) {
 // refuse records a refused login. It is best effort: a failing store must
 // not turn a refusal into something else.
 func (s *Service) refuse(via, username, remote, why string) {
+	username = clip(username)
 	detail := fmt.Sprintf("%s from %s: %s", via, remote, why)
 	if err := s.store.Update(func(tx Tx) error {
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventLoginRefused, User: username, Via: via, Detail: detail})

@@ -104,6 +104,12 @@ func (s *Service) send(p Principal, targets []target, verb, via string) ([]Comma
 	if len(targets) == 0 {
 		return nil, nil
 	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, Errorf(EUnavailable, "the server is shutting down")
+	}
 	now := s.now()
 	cmds := make([]Command, len(targets))
 	for i, d := range targets {
@@ -213,7 +219,7 @@ func (s *Service) Command(p Principal, id string) (Command, error) {
 	var c Command
 	err := s.store.View(func(tx Tx) (err error) {
 		c, err = tx.Command(id)
-		if err == nil {
+		if err == nil && !p.IsAdmin() { // admins also read the commands of deleted devices
 			_, _, err = s.visibleDevice(tx, p, c.Device)
 		}
 		if ErrorCode(err) == ENotFound {
@@ -276,7 +282,14 @@ func (s *Service) expire(id string) {
 		return
 	}
 	s.log.Info("command expired", "cmd_id", id, "device_id", c.Device)
-	s.notifyDevice(c.Device, fmt.Sprintf("lock_response %s %s 1 %s", c.ID, c.Device, StatusExpired))
+	state := "unknown"
+	_ = s.store.View(func(tx Tx) error {
+		if d, err := tx.Device(c.Device); err == nil {
+			state = d.State
+		}
+		return nil
+	})
+	s.notifyDevice(c.Device, fmt.Sprintf("lock_response %s %s 1 %s", c.ID, c.Device, state))
 }
 
 // finish moves a sent command to status, commits it with its event, and

@@ -1,7 +1,9 @@
 package actions
 
 import (
+	"hash/fnv"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -244,6 +246,19 @@ func (s *Service) DeleteDevice(p Principal, id string) error {
 		if err := tx.DeleteDevice(id); err != nil {
 			return err
 		}
+		// Its grants go with it: a device made later under the same id
+		// must not open for the people this one was granted to.
+		grants, err := tx.Grants()
+		if err != nil {
+			return err
+		}
+		for _, g := range grants {
+			if g.Device == id {
+				if err := tx.DeleteGrant(g.ID); err != nil {
+					return err
+				}
+			}
+		}
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, Device: id, User: p.ID, Via: ViaREST, Detail: "device deleted"})
 	})
 	if err == nil && s.pub != nil {
@@ -252,38 +267,74 @@ func (s *Service) DeleteDevice(p Principal, id string) error {
 	return err
 }
 
+// offlineGrace is how long a device may be without a connection before
+// it is reported offline: a device that reconnects at once (a session
+// takeover, a flaky link) shows no offline/online pair.
+const offlineGrace = time.Second
+
 // Connected records that principal p opened a connection. For devices this
 // is presence: the first live connection makes the device online. Several
 // connections are counted, so a session takeover, where the new connection
-// arrives before the old one is gone, never shows the device offline.
+// may be counted before or after the old one is gone, never reports the
+// device offline.
 func (s *Service) Connected(p Principal, remote string) {
 	if p.Kind != PrincipalDevice {
 		return
 	}
+	lock := s.presenceLock(p.ID)
+	lock.Lock()
+	defer lock.Unlock()
 	s.mu.Lock()
 	s.online[p.ID]++
 	first := s.online[p.ID] == 1
+	pending := s.goingOffline[p.ID]
+	delete(s.goingOffline, p.ID)
 	s.mu.Unlock()
+	if pending != nil {
+		pending.Stop() // back before anyone was told it left
+		return
+	}
 	if first {
 		s.presence(p.ID, EventOnline, remote)
 	}
 }
 
-// Disconnected records that a connection of p ended.
+// Disconnected records that a connection of p ended. The device is
+// reported offline once it has had no connection for offlineGrace.
 func (s *Service) Disconnected(p Principal, remote string) {
 	if p.Kind != PrincipalDevice {
 		return
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.online[p.ID]--
-	last := s.online[p.ID] <= 0
-	if last {
-		delete(s.online, p.ID)
+	if s.online[p.ID] > 0 || s.closed {
+		return
 	}
-	s.mu.Unlock()
-	if last {
-		s.presence(p.ID, EventOffline, remote)
-	}
+	delete(s.online, p.ID)
+	id := p.ID
+	var t *time.Timer
+	t = time.AfterFunc(offlineGrace, func() {
+		lock := s.presenceLock(id)
+		lock.Lock()
+		defer lock.Unlock()
+		s.mu.Lock()
+		still := s.goingOffline[id] == t
+		delete(s.goingOffline, id)
+		s.mu.Unlock()
+		if still {
+			s.presence(id, EventOffline, remote)
+		}
+	})
+	s.goingOffline[id] = t
+}
+
+// presenceLock serialises the presence writes of one device, so its online
+// and offline events are committed in the order they happened.
+func (s *Service) presenceLock(id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &s.presenceLocks[h.Sum32()%uint32(len(s.presenceLocks))]
 }
 
 func (s *Service) presence(id, typ, remote string) {

@@ -52,7 +52,7 @@ func (s *Service) builtins() map[string]Action {
 func (s *Service) Dispatch(sender Principal, via string, payload []byte) error {
 	m, err := parse(sender, via, payload)
 	var reply string
-	if err == nil && sender.Kind == PrincipalPair && m.Word != "hand_shake" {
+	if err == nil && sender.Kind == PrincipalPair && m.Word != "hand_shake" && m.Word != "add_device" {
 		err = Errorf(EForbidden, "a pairing login can only send hand_shake")
 	}
 	if err == nil {
@@ -122,6 +122,9 @@ func replyTopic(p Principal) string {
 // mayReach reports whether an action triggered by sender may publish to
 // topic: the sender's own topic, or the scripts/ tree.
 func mayReach(sender Principal, topic string) bool {
+	if strings.ContainsAny(topic, "+#\x00") {
+		return false
+	}
 	return topic == replyTopic(sender) || strings.HasPrefix(topic, "scripts/") && len(topic) > len("scripts/")
 }
 
@@ -174,7 +177,7 @@ func (s *Service) notifyDevice(id, payload string) {
 
 // handShake: `hand_shake <kind> [firmware] [name…]` from a device.
 func (s *Service) handShake(m Message) (string, error) {
-	if m.Sender.Kind == PrincipalPair && m.Word == "hand_shake" {
+	if m.Sender.Kind == PrincipalPair {
 		return s.pairDevice(m)
 	}
 	if m.Sender.Kind != PrincipalDevice {
@@ -194,10 +197,12 @@ func (s *Service) handShake(m Message) (string, error) {
 			return Errorf(EInvalid, "usage: hand_shake <kind> [firmware] [name…]")
 		}
 		if args[0] != d.Kind {
-			return Errorf(EInvalid, "device %q is a %s, not a %s", d.ID, d.Kind, args[0])
+			return Errorf(EInvalid, "device %q is a %s, not a %q", d.ID, d.Kind, clip(args[0]))
 		}
 		if len(args) > 1 {
-			d.Firmware = truncate(args[1], 64)
+			if d.Firmware, err = firmware(args[1]); err != nil {
+				return err
+			}
 		}
 		if len(args) > 2 {
 			name := strings.Join(args[2:], " ")
@@ -223,11 +228,26 @@ func (s *Service) handShake(m Message) (string, error) {
 	return fmt.Sprintf("%s welcome %d %s", DeviceTopic(d.ID), now.Unix(), desired), nil
 }
 
-func truncate(s string, n int) string {
+// clip shortens text that came from a client to at most 64 bytes, on a
+// character boundary, before it is stored or echoed.
+func clip(s string) string {
+	const n = 64
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// firmware checks a firmware word: printable, at most 64 bytes.
+func firmware(s string) (string, error) {
+	if err := validName(s); err != nil || len(s) > 64 {
+		return "", Errorf(EInvalid, "firmware must be printable text of at most 64 bytes")
+	}
+	return s, nil
 }
 
 // ack: `ack <cmd-id> <ok|failed> <state> [reason…]` from a device.
@@ -270,6 +290,9 @@ func (s *Service) lockResponse(m Message) (string, error) {
 	}
 	if oldest.ID == "" {
 		return "", Errorf(EConflict, "no command is waiting for an answer")
+	}
+	if m.Args[0] != "0" && m.Args[0] != "1" {
+		return "", Errorf(EInvalid, "lock_response code must be 0 (done) or 1 (failed)")
 	}
 	ok := m.Args[0] == "0"
 	state := "unknown"

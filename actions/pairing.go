@@ -26,14 +26,18 @@ const codeAlphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 
 // newCode returns a code like "K7QM-3XWA": 8 characters, about 40 bits.
 func newCode() string {
-	b := make([]byte, 8)
-	rand.Read(b)
 	out := make([]byte, 0, 9)
-	for i, c := range b {
-		if i == 4 {
+	var b [1]byte
+	for len(out) < 9 {
+		if len(out) == 4 {
 			out = append(out, '-')
+			continue
 		}
-		out = append(out, codeAlphabet[int(c)%len(codeAlphabet)])
+		rand.Read(b[:])
+		if int(b[0]) >= 256-256%len(codeAlphabet) {
+			continue // keep every character equally likely
+		}
+		out = append(out, codeAlphabet[int(b[0])%len(codeAlphabet)])
 	}
 	return string(out)
 }
@@ -92,14 +96,16 @@ func (s *Service) pairDevice(m Message) (string, error) {
 			return Errorf(EConflict, "pairing code expired")
 		}
 		if m.Args[0] != pr.Kind {
-			return Errorf(EInvalid, "this pairing code is for a %s, not a %s", pr.Kind, m.Args[0])
+			return Errorf(EInvalid, "this pairing code is for a %s, not a %q", pr.Kind, clip(m.Args[0]))
 		}
 		if _, err := tx.Device(id); err == nil {
 			return Errorf(EConflict, "device id %q is taken", id)
 		}
 		d := Device{ID: id, Kind: pr.Kind, State: "unknown", Created: now, Owner: pr.User, SecretHash: Hash(secret)}
 		if len(m.Args) > 1 {
-			d.Firmware = truncate(m.Args[1], 64)
+			if d.Firmware, err = firmware(m.Args[1]); err != nil {
+				return err
+			}
 		}
 		if len(m.Args) > 2 {
 			if name := strings.Join(m.Args[2:], " "); validName(name) == nil {

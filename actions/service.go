@@ -44,11 +44,15 @@ type Service struct {
 
 	registry map[string]Action
 
-	mu      sync.Mutex
-	online  map[string]int              // device id → live connections
-	waiters map[string][]chan<- Command // command id → waiting callers
-	timers  map[string]*time.Timer      // command id → expiry timer
-	closed  bool
+	mu     sync.Mutex
+	online map[string]int // device id → live connections
+	// goingOffline holds the timers of devices whose last connection
+	// ended, until offlineGrace has passed.
+	goingOffline  map[string]*time.Timer
+	presenceLocks [64]sync.Mutex
+	waiters       map[string][]chan<- Command // command id → waiting callers
+	timers        map[string]*time.Timer      // command id → expiry timer
+	closed        bool
 }
 
 // New returns a Service; it does no I/O. Call SetPublisher and then Open.
@@ -75,16 +79,17 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("actions: command ttl %s outside 1s..%s", cfg.CommandTTL, MaxCommandTTL)
 	}
 	s := &Service{
-		store:    cfg.Store,
-		log:      cfg.Logger,
-		ttl:      cfg.CommandTTL,
-		now:      cfg.Now,
-		loc:      cfg.Location,
-		pairTTL:  cfg.PairingTTL,
-		throttle: newThrottle(cfg.Now),
-		online:   map[string]int{},
-		waiters:  map[string][]chan<- Command{},
-		timers:   map[string]*time.Timer{},
+		store:        cfg.Store,
+		log:          cfg.Logger,
+		ttl:          cfg.CommandTTL,
+		now:          cfg.Now,
+		loc:          cfg.Location,
+		pairTTL:      cfg.PairingTTL,
+		throttle:     newThrottle(cfg.Now),
+		online:       map[string]int{},
+		goingOffline: map[string]*time.Timer{},
+		waiters:      map[string][]chan<- Command{},
+		timers:       map[string]*time.Timer{},
 	}
 	s.registry = s.builtins()
 	return s, nil
@@ -126,6 +131,10 @@ func (s *Service) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	for id, t := range s.goingOffline {
+		t.Stop()
+		delete(s.goingOffline, id)
+	}
 	for id, t := range s.timers {
 		t.Stop()
 		delete(s.timers, id)

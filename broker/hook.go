@@ -18,6 +18,10 @@ type hook struct {
 	svc *actions.Service
 	log *slog.Logger
 	ids sync.Map // *mqtt.Client → actions.Principal
+	// owners maps a client id to the identity whose session it is, for as
+	// long as mochi keeps that session: another identity may not take it
+	// over and inherit its subscriptions and queued messages.
+	owners sync.Map // client id → "kind:id"
 }
 
 func (h *hook) ID() string { return "gatehouse" }
@@ -28,6 +32,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnACLCheck,
 		mqtt.OnSessionEstablished,
 		mqtt.OnDisconnect,
+		mqtt.OnClientExpired,
 		mqtt.OnPublish,
 	}, []byte{b})
 }
@@ -53,9 +58,17 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		return false
 	}
+	owner := p.Kind + ":" + p.ID
+	if prev, loaded := h.owners.LoadOrStore(cl.ID, owner); loaded && prev != owner {
+		h.svc.RefuseLogin(actions.ViaMQTT, p.ID, cl.Net.Remote, "client id in use by another identity")
+		return false
+	}
 	h.ids.Store(cl, p)
 	return true
 }
+
+// OnClientExpired forgets whose a session was once mochi drops it.
+func (h *hook) OnClientExpired(cl *mqtt.Client) { h.owners.Delete(cl.ID) }
 
 // OnSessionEstablished starts presence.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
@@ -66,7 +79,10 @@ func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 
 // OnDisconnect ends presence for this connection; under a session takeover
 // the new connection has already been counted, so the device stays online.
-func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if expire && !cl.IsTakenOver() {
+		h.owners.Delete(cl.ID) // the session ends with the connection
+	}
 	if v, ok := h.ids.LoadAndDelete(cl); ok {
 		h.svc.Disconnected(v.(actions.Principal), cl.Net.Remote)
 	}
