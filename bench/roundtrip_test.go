@@ -66,7 +66,7 @@ func startServer(b *testing.B, ttl string) *server {
 	return nil
 }
 
-func freeAddr(b *testing.B) string {
+func freeAddr(b testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
