@@ -58,7 +58,13 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		return false
 	}
-	owner := p.Kind + ":" + p.ID
+	// A device pairing itself becomes that device: its session is the
+	// device's own.
+	kind := p.Kind
+	if kind == actions.PrincipalPair {
+		kind = actions.PrincipalDevice
+	}
+	owner := kind + ":" + p.ID
 	if prev, loaded := h.owners.LoadOrStore(cl.ID, owner); loaded && prev != owner {
 		h.svc.RefuseLogin(actions.ViaMQTT, p.ID, cl.Net.Remote, "client id in use by another identity")
 		return false
