@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -57,11 +58,22 @@ type config struct {
 	CommandTTL time.Duration
 	Location   *time.Location
 	LogLevel   string
-	AdminToken string
+	// Pictures: upload cap, retention quotas and signed link lifetime.
+	PictureMax   int64
+	KeepPictures int
+	PictureMiB   int
+	LinkTTL      time.Duration
+	AdminToken   string
+	// Scripts runs actions added at run time (Starlark, DESIGN §8).
+	Scripts bool
+	// scriptLimits bound each script run; zero fields are the defaults.
+	scriptLimits actions.ScriptLimits
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
 	connectTimeout time.Duration
 	// now is the clock; nil is time.Now. Tests move it.
 	now func() time.Time
+	// heartbeat is the SSE heartbeat interval; zero is the default.
+	heartbeat time.Duration
 }
 
 // run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
@@ -143,6 +155,15 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.LogLevel, "log-level", env("log-level", "info"), "debug, info, warn or error")
 	ttl := fs.String("command-ttl", env("command-ttl", "30s"), "time to live of a command (at most 5m)")
 	tz := fs.String("timezone", env("timezone", "Local"), "IANA time zone in which grant windows are read, like Europe/Paris")
+	pictureMax := fs.Int("picture-max-mib", envInt(env("picture-max-mib", ""), 5), "largest picture accepted over HTTP, in MiB")
+	fs.IntVar(&cfg.KeepPictures, "pictures-keep", envInt(env("pictures-keep", ""), actions.DefaultKeepPictures), "how many stranger pictures to keep; the oldest go first")
+	fs.IntVar(&cfg.PictureMiB, "pictures-mib", envInt(env("pictures-mib", ""), actions.DefaultPictureBytes>>20), "how many MiB of stranger pictures to keep; the oldest go first")
+	linkTTL := fs.String("link-ttl", env("link-ttl", "15m"), "how long a signed picture link works")
+	scripts, err := strconv.ParseBool(env("scripts", "false"))
+	if err != nil {
+		return cfg, fmt.Errorf("GATEHOUSE_SCRIPTS %q: want true or false", env("scripts", ""))
+	}
+	fs.BoolVar(&cfg.Scripts, "scripts", scripts, "run actions added at run time as Starlark scripts (docs/scripts.md)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, usage)
 		fs.PrintDefaults()
@@ -163,6 +184,13 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return cfg, fmt.Errorf("--command-ttl %q: want a duration from 1s to %s", *ttl, actions.MaxCommandTTL)
 	}
 	cfg.CommandTTL = d
+	if cfg.LinkTTL, err = time.ParseDuration(*linkTTL); err != nil || cfg.LinkTTL < time.Second || cfg.LinkTTL > 7*24*time.Hour {
+		return cfg, fmt.Errorf("--link-ttl %q: want a duration from 1s to 168h", *linkTTL)
+	}
+	if *pictureMax < 1 || *pictureMax > 64 || cfg.KeepPictures < 1 || cfg.PictureMiB < 1 {
+		return cfg, errors.New("--picture-max-mib (1-64), --pictures-keep and --pictures-mib must be positive")
+	}
+	cfg.PictureMax = int64(*pictureMax) << 20
 	if cfg.Location, err = time.LoadLocation(*tz); err != nil {
 		return cfg, fmt.Errorf("--timezone %q: %w", *tz, err)
 	}
@@ -171,6 +199,15 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	cfg.AdminToken = getenv("GATEHOUSE_ADMIN_TOKEN")
 	return cfg, nil
+}
+
+// envInt reads a number from an environment value, def when empty or bad
+// (a bad value is then reported by the flag's own parsing of the default).
+func envInt(v string, def int) int {
+	if n, err := strconv.Atoi(v); err == nil {
+		return n
+	}
+	return def
 }
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
@@ -246,7 +283,9 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		return nil, err
 	}
 	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
-		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now})
+		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now,
+		KeepPictures: cfg.KeepPictures, PictureBytes: cfg.PictureMiB << 20, LinkTTL: cfg.LinkTTL,
+		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits})
 	if err != nil {
 		return nil, err
 	}
@@ -287,8 +326,10 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	}
 	a.http = &http.Server{
 		Handler: web.NewHandler(a.svc, web.Options{
-			Logger: logger.With("component", "web"),
-			MQTT:   a.broker.WebSocketHandler(),
+			Logger:     logger.With("component", "web"),
+			MQTT:       a.broker.WebSocketHandler(),
+			MaxPicture: cfg.PictureMax,
+			Heartbeat:  cfg.heartbeat,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		// Bodies are small; no WriteTimeout, since ?wait= holds answers
@@ -310,7 +351,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		}
 	}()
 	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(), "mqtts", a.broker.TLSAddr(),
-		"http", a.httpLn.Addr().String(), "https", tlsConfig != nil, "data", cfg.Data)
+		"http", a.httpLn.Addr().String(), "https", tlsConfig != nil, "data", cfg.Data, "scripts", cfg.Scripts)
 	started = true
 	return a, nil
 }

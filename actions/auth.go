@@ -68,7 +68,7 @@ func (s *Service) touchToken(id string) {
 	if !stale {
 		return
 	}
-	_ = s.store.Update(func(tx Tx) error {
+	_ = s.update(func(tx Tx) error {
 		t, err := tx.Token(id)
 		if err != nil || now.Sub(t.LastUsed) < time.Minute {
 			return err
@@ -175,7 +175,7 @@ func (s *Service) RefuseLogin(via, username, remote, why string) {
 func (s *Service) refuse(via, username, remote, why string) {
 	username = clip(username)
 	detail := fmt.Sprintf("%s from %s: %s", via, remote, why)
-	if err := s.store.Update(func(tx Tx) error {
+	if err := s.update(func(tx Tx) error {
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventLoginRefused, User: username, Via: via, Detail: detail})
 	}); err != nil {
 		s.log.Warn("record refused login", "error", err)
@@ -300,4 +300,29 @@ func (t *throttle) prune(now time.Time) {
 			}
 		}
 	}
+}
+
+// AuthenticateDevice checks a device's id and secret given over HTTP Basic
+// (for picture uploads), throttled like every login.
+func (s *Service) AuthenticateDevice(id, secret, remote string) (Principal, error) {
+	var p Principal
+	err := s.store.View(func(tx Tx) error {
+		d, err := tx.Device(id)
+		if err != nil || secret == "" || subtle.ConstantTimeCompare(d.SecretHash, Hash(secret)) != 1 {
+			return Errorf(EUnauthorized, "wrong device id or secret")
+		}
+		p = Principal{Kind: PrincipalDevice, ID: d.ID}
+		return nil
+	})
+	if terr := s.throttle.check(remote, id, err == nil); terr != nil {
+		s.refuse(ViaREST, id, remote, terr.Error())
+		return Principal{}, terr
+	}
+	if err != nil {
+		s.throttle.fail(remote, id)
+		s.refuse(ViaREST, id, remote, ErrorMessage(err))
+		return Principal{}, Errorf(EUnauthorized, "wrong device id or secret")
+	}
+	s.throttle.ok(remote, id)
+	return p, nil
 }

@@ -17,7 +17,7 @@ func (s *Service) Backup(p Principal, w io.Writer, size func(int64)) error {
 	if !ok {
 		return Errorf(EUnavailable, "this store cannot take backups")
 	}
-	if err := s.store.Update(func(tx Tx) error {
+	if err := s.update(func(tx Tx) error {
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, User: p.ID, Via: ViaREST, Detail: "backup taken"})
 	}); err != nil {
 		return err

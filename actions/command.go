@@ -117,7 +117,7 @@ func (s *Service) send(p Principal, targets []target, verb, via string) ([]Comma
 			Grant: d.grant, Created: now, NotAfter: now.Add(s.ttl)}
 	}
 	// One transaction for all: locking fifty doors is one commit.
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		for _, c := range cmds {
 			cur, err := tx.Device(c.Device)
 			if err != nil {
@@ -298,7 +298,7 @@ func (s *Service) expire(id string) {
 func (s *Service) finish(id, status, state, reason, detail string) (Command, error) {
 	var c Command
 	now := s.now()
-	err := s.store.Update(func(tx Tx) (err error) {
+	err := s.update(func(tx Tx) (err error) {
 		if c, err = tx.Command(id); err != nil {
 			return err
 		}

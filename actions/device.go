@@ -144,7 +144,7 @@ func (s *Service) CreateDevice(p Principal, nd NewDevice) (Device, string, error
 	now := s.now()
 	d := Device{ID: nd.ID, Kind: nd.Kind, Name: nd.Name, State: "unknown", Created: now, Desired: "",
 		Owner: p.ID, SecretHash: Hash(secret)}
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		if _, err := tx.Device(d.ID); err == nil {
 			return Errorf(EConflict, "device %q already exists", d.ID)
 		} else if ErrorCode(err) != ENotFound {
@@ -212,7 +212,7 @@ type DevicePatch struct {
 // UpdateDevice changes a device's editable fields.
 func (s *Service) UpdateDevice(p Principal, id string, patch DevicePatch) (Device, error) {
 	var d Device
-	err := s.store.Update(func(tx Tx) (err error) {
+	err := s.update(func(tx Tx) (err error) {
 		if d, _, err = s.visibleDevice(tx, p, id); err != nil {
 			return err
 		}
@@ -236,7 +236,7 @@ func (s *Service) UpdateDevice(p Principal, id string, patch DevicePatch) (Devic
 // DeleteDevice removes a device and ends its live connections; its events
 // and commands stay in the log.
 func (s *Service) DeleteDevice(p Principal, id string) error {
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		if _, _, err := s.visibleDevice(tx, p, id); err != nil {
 			return err
 		}
@@ -339,7 +339,7 @@ func (s *Service) presenceLock(id string) *sync.Mutex {
 
 func (s *Service) presence(id, typ, remote string) {
 	now := s.now()
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		d, err := tx.Device(id)
 		if err != nil {
 			return err

@@ -42,6 +42,8 @@ func (s *Service) builtins() map[string]Action {
 		"unlock":        s.operate,
 		"on":            s.operate,
 		"off":           s.operate,
+		"find_stranger": s.findStranger,
+		"add_action":    s.addAction,
 	}
 }
 
@@ -57,6 +59,9 @@ func (s *Service) Dispatch(sender Principal, via string, payload []byte) error {
 	}
 	if err == nil {
 		act, ok := s.registry[m.Word]
+		if !ok {
+			act, ok = s.scriptAction(m.Word)
+		}
 		if !ok {
 			err = Errorf(EInvalid, "unknown action %q", m.Word)
 		} else {
@@ -185,7 +190,7 @@ func (s *Service) handShake(m Message) (string, error) {
 	}
 	var d Device
 	now := s.now()
-	err := s.store.Update(func(tx Tx) (err error) {
+	err := s.update(func(tx Tx) (err error) {
 		if d, err = tx.Device(m.Sender.ID); err != nil {
 			return err
 		}
@@ -312,7 +317,7 @@ func (s *Service) recordAck(deviceID, cmdID string, ok bool, state, reason, via 
 	now := s.now()
 	var c Command
 	var finished bool
-	err := s.store.Update(func(tx Tx) (err error) {
+	err := s.update(func(tx Tx) (err error) {
 		finished = false
 		c, err = tx.Command(cmdID)
 		if ErrorCode(err) == ENotFound || (err == nil && c.Device != deviceID) {
@@ -380,7 +385,7 @@ func (s *Service) stateReport(m Message) (string, error) {
 		return "", Errorf(EInvalid, "usage: state <state>")
 	}
 	state, now := m.Args[0], s.now()
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		d, err := tx.Device(m.Sender.ID)
 		if err != nil {
 			return err

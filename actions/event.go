@@ -37,6 +37,9 @@ type EventQuery struct {
 	Cursor string
 	// Filter, when not nil, keeps only the events it returns true for.
 	Filter func(Event) bool
+	// After, when set, lists the events after that id, oldest first
+	// (for resuming a stream), instead of newest first.
+	After string
 }
 
 // Events lists the events p may read, newest first: admins read all,
@@ -47,28 +50,48 @@ func (s *Service) Events(p Principal, q EventQuery) ([]Event, string, error) {
 		next string
 	)
 	err := s.store.View(func(tx Tx) (err error) {
-		if !p.IsAdmin() {
-			v, err := s.viewer(tx, p)
-			if err != nil {
-				return err
-			}
-			all, err := tx.Devices()
-			if err != nil {
-				return err
-			}
-			devices := map[string]Device{}
-			for _, d := range all {
-				if v.sees(d) {
-					devices[d.ID] = d
-				}
-			}
-			q.Filter = func(e Event) bool {
-				d, ok := devices[e.Device]
-				return ok && v.reads(d, e.Time)
-			}
+		if q.Filter, err = s.readFilter(tx, p); err != nil {
+			return err
 		}
 		out, next, err = tx.Events(q)
 		return err
 	})
 	return out, next, err
+}
+
+// readFilter returns whether p may read an event (or a picture), by its
+// device and time; nil means everything, for admins.
+func (s *Service) readFilter(tx Tx, p Principal) (func(Event) bool, error) {
+	if p.IsAdmin() {
+		return nil, nil
+	}
+	v, err := s.viewer(tx, p)
+	if err != nil {
+		return nil, err
+	}
+	all, err := tx.Devices()
+	if err != nil {
+		return nil, err
+	}
+	devices := map[string]Device{}
+	for _, d := range all {
+		if v.sees(d) {
+			devices[d.ID] = d
+		}
+	}
+	return func(e Event) bool {
+		d, ok := devices[e.Device]
+		return ok && v.reads(d, e.Time)
+	}, nil
+}
+
+// CanRead reports whether p may read event e now.
+func (s *Service) CanRead(p Principal, e Event) bool {
+	ok := false
+	_ = s.store.View(func(tx Tx) error {
+		filter, err := s.readFilter(tx, p)
+		ok = err == nil && (filter == nil || filter(e))
+		return nil
+	})
+	return ok
 }

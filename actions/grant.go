@@ -124,7 +124,7 @@ func (s *Service) CreateGrant(p Principal, g Grant) (Grant, error) {
 	}
 	now := s.now()
 	g.ID, g.Created, g.By = newID(), now, p.ID
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		d, _, err := s.visibleDevice(tx, p, g.Device)
 		if err != nil {
 			return err
@@ -165,7 +165,7 @@ func (s *Service) Grants(p Principal) ([]Grant, error) {
 
 // DeleteGrant revokes a grant; admins and whoever gave it may.
 func (s *Service) DeleteGrant(p Principal, id string) error {
-	return s.store.Update(func(tx Tx) error {
+	return s.update(func(tx Tx) error {
 		g, err := tx.Grant(id)
 		if err != nil {
 			return err

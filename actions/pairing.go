@@ -61,7 +61,7 @@ func (s *Service) CreatePairing(p Principal, kind string) (code string, pr Pairi
 	code = newCode()
 	now := s.now()
 	pr = Pairing{Kind: kind, User: p.ID, Created: now, Expires: now.Add(s.pairTTL), Hash: Hash(normalizeCode(code))}
-	err = s.store.Update(func(tx Tx) error {
+	err = s.update(func(tx Tx) error {
 		if err := tx.PutPairing(pr); err != nil {
 			return err
 		}
@@ -87,7 +87,7 @@ func (s *Service) pairDevice(m Message) (string, error) {
 	}
 	secret, now := NewSecret(), s.now()
 	id := m.Sender.ID
-	err = s.store.Update(func(tx Tx) error {
+	err = s.update(func(tx Tx) error {
 		pr, err := tx.PairingByHash(hash)
 		if err != nil {
 			return Errorf(EConflict, "pairing code already used")

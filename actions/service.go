@@ -27,8 +27,18 @@ type Config struct {
 	Location *time.Location
 	// PairingTTL is how long a pairing code lasts (default 10 minutes).
 	PairingTTL time.Duration
+	// KeepPictures and PictureBytes are the retention quotas of stranger
+	// pictures; LinkTTL is how long a signed picture link works.
+	KeepPictures int
+	PictureBytes int
+	LinkTTL      time.Duration
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+	// Scripts runs actions added at run time (DESIGN §8); off, uploads
+	// are refused and stored scripts do not run. ScriptLimits bound each
+	// run (zero fields: defaults).
+	Scripts      bool
+	ScriptLimits ScriptLimits
 }
 
 // Service is the domain: every device, person and command goes through it.
@@ -42,7 +52,14 @@ type Service struct {
 	pairTTL  time.Duration
 	throttle *throttle
 
+	keepPictures int
+	pictureBytes int
+	linkTTL      time.Duration
+	signKey      []byte // guarded by mu; loaded on first use
+	bus          bus
+
 	registry map[string]Action
+	scripts  *scriptTable
 
 	mu     sync.Mutex
 	online map[string]int // device id → live connections
@@ -72,6 +89,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.PairingTTL <= 0 {
 		cfg.PairingTTL = 10 * time.Minute
 	}
+	if cfg.KeepPictures <= 0 {
+		cfg.KeepPictures = DefaultKeepPictures
+	}
+	if cfg.PictureBytes <= 0 {
+		cfg.PictureBytes = DefaultPictureBytes
+	}
+	if cfg.LinkTTL <= 0 {
+		cfg.LinkTTL = DefaultLinkTTL
+	}
 	switch {
 	case cfg.CommandTTL == 0:
 		cfg.CommandTTL = DefaultCommandTTL
@@ -85,6 +111,9 @@ func New(cfg Config) (*Service, error) {
 		now:          cfg.Now,
 		loc:          cfg.Location,
 		pairTTL:      cfg.PairingTTL,
+		keepPictures: cfg.KeepPictures,
+		pictureBytes: cfg.PictureBytes,
+		linkTTL:      cfg.LinkTTL,
 		throttle:     newThrottle(cfg.Now),
 		online:       map[string]int{},
 		goingOffline: map[string]*time.Timer{},
@@ -92,6 +121,7 @@ func New(cfg Config) (*Service, error) {
 		timers:       map[string]*time.Timer{},
 	}
 	s.registry = s.builtins()
+	s.scripts = s.newScriptTable(cfg.Scripts, cfg.ScriptLimits)
 	return s, nil
 }
 
@@ -104,10 +134,11 @@ func (s *Service) CommandTTL() time.Duration { return s.ttl }
 
 // Open makes the stored state consistent for a fresh start: every command
 // still waiting for its device from an earlier run becomes expired, since an
-// unlock is never replayed after a restart (DESIGN §4).
+// unlock is never replayed after a restart (DESIGN §4). It then loads the
+// stored scripts.
 func (s *Service) Open() error {
 	now := s.now()
-	return s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		pending, err := tx.PendingCommands()
 		if err != nil {
 			return err
@@ -124,6 +155,10 @@ func (s *Service) Open() error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.loadScripts()
 }
 
 // Close stops the expiry timers and wakes every waiting caller.
@@ -131,6 +166,7 @@ func (s *Service) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.bus.close()
 	for id, t := range s.goingOffline {
 		t.Stop()
 		delete(s.goingOffline, id)
@@ -162,7 +198,7 @@ func (s *Service) EnsureAdmin(token string) (generated string, err error) {
 	if token != "" && len(token) < 16 {
 		return "", Errorf(EInvalid, "admin token must be at least 16 characters")
 	}
-	err = s.store.Update(func(tx Tx) error {
+	err = s.update(func(tx Tx) error {
 		users, err := tx.Users()
 		if err != nil || len(users) > 0 {
 			return err

@@ -422,7 +422,7 @@ func TestDispatchBadInput(t *testing.T) {
 		{"OnlySpaces", []byte("   ")},
 		{"Uppercase", []byte("LOCK")},
 		{"Binary100KiB", binary},
-		{"PictureToUnknownAction", append([]byte("find_stranger "), binary...)},
+		{"PictureNotAnImage", append([]byte("find_stranger "), binary...)},
 		{"InvalidUTF8", []byte("state \xff\xfe\xfd")},
 		{"TextTooLong", []byte("state " + strings.Repeat("x", 5000))},
 		{"WordTooLong", []byte(strings.Repeat("a", 40))},
@@ -443,7 +443,11 @@ func TestDispatchBadInput(t *testing.T) {
 			sender := s.p(e)
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
-					wantCode(t, e.svc.Dispatch(sender, actions.ViaMQTT, tt.payload), actions.EInvalid)
+					want := actions.EInvalid
+					if tt.name == "PictureNotAnImage" && sender.Kind == actions.PrincipalUser {
+						want = actions.EForbidden // people send no pictures
+					}
+					wantCode(t, e.svc.Dispatch(sender, actions.ViaMQTT, tt.payload), want)
 					reply := wantOnly(t, e.pub.take(), s.topic, "error ")
 					if len(reply) > 256 || !utf8Printable(reply) {
 						t.Errorf("error reply %q: want short printable text", reply)

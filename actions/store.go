@@ -37,10 +37,31 @@ type Tx interface {
 	PutGrant(g Grant) error
 	DeleteGrant(id string) error
 
+	// PutPicture stores a stranger's metadata and picture under st.ID, the
+	// id of its stranger event.
+	PutPicture(st Stranger, data []byte) error
+	Stranger(id string) (Stranger, error)
+	Picture(id string) ([]byte, error)
+	// Strangers lists pictures newest first, like Events.
+	Strangers(q StrangerQuery) (list []Stranger, next string, err error)
+	// AllStrangers lists every picture's metadata, oldest first.
+	AllStrangers() ([]Stranger, error)
+	DeletePicture(id string) error
+
+	// Setting returns a server setting, ENotFound when unset.
+	Setting(name string) ([]byte, error)
+	PutSetting(name string, value []byte) error
+
 	// PairingByHash finds a pairing by the SHA-256 of its code.
 	PairingByHash(hash []byte) (Pairing, error)
 	PutPairing(p Pairing) error
 	DeletePairing(hash []byte) error
+
+	Script(name string) (Script, error)
+	// Scripts lists every script, with its source, ordered by name.
+	Scripts() ([]Script, error)
+	PutScript(sc Script) error
+	DeleteScript(name string) error
 
 	Command(id string) (Command, error)
 	// PutCommand saves c; commands whose Status is StatusSent are also

@@ -77,7 +77,7 @@ func (s *Service) CreateUser(p Principal, name, role string) (User, Token, strin
 	u := User{Name: name, Role: role, Created: now}
 	secret := NewSecret()
 	t := Token{ID: newID(), User: name, Name: "first", Created: now, Hash: Hash(secret)}
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		if _, err := tx.User(name); err == nil {
 			return Errorf(EConflict, "user %q already exists", name)
 		} else if ErrorCode(err) != ENotFound {
@@ -119,7 +119,7 @@ func (s *Service) DeleteUser(p Principal, name string) error {
 	if !p.IsAdmin() {
 		return Errorf(EForbidden, "only admins delete users")
 	}
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		u, err := tx.User(name)
 		if err != nil {
 			return err
@@ -194,7 +194,7 @@ func (s *Service) CreateToken(p Principal, user, name string, expires time.Time)
 	}
 	secret := NewSecret()
 	t := Token{ID: newID(), User: user, Name: name, Created: now, Expires: expires, Hash: Hash(secret)}
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		if _, err := tx.User(user); err != nil {
 			return err
 		}
@@ -235,7 +235,7 @@ func (s *Service) Tokens(p Principal, user string) ([]Token, error) {
 // sessions logged in with it are disconnected.
 func (s *Service) RevokeToken(p Principal, id string) error {
 	var t Token
-	err := s.store.Update(func(tx Tx) (err error) {
+	err := s.update(func(tx Tx) (err error) {
 		if t, err = tx.Token(id); err != nil {
 			return err
 		}
@@ -265,7 +265,7 @@ func (s *Service) IssueToken(user, role string) (string, error) {
 		return "", Errorf(EInvalid, "role must be admin, member or guest")
 	}
 	secret, now := NewSecret(), s.now()
-	err := s.store.Update(func(tx Tx) error {
+	err := s.update(func(tx Tx) error {
 		u, err := tx.User(user)
 		switch {
 		case ErrorCode(err) == ENotFound:

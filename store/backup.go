@@ -127,6 +127,12 @@ func bucketsAt(v int) [][]byte {
 	if v >= 2 {
 		out = append(out, bucketGrants, bucketPairings)
 	}
+	if v >= 3 {
+		out = append(out, bucketStrangers, bucketPictures, bucketSettings)
+	}
+	if v >= 4 {
+		out = append(out, bucketScripts)
+	}
 	return out
 }
 

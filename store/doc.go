@@ -21,6 +21,13 @@
 //	grants        grant id → grantRecord (schema 2)
 //	pairings      SHA-256 of the normalised pairing code → pairingRecord;
 //	              a spent code is deleted (schema 2)
+//	strangers     event key of the stranger event → strangerRecord (device,
+//	              time, type, size, SHA-256) (schema 3)
+//	pictures      event key → the picture's bytes (schema 3)
+//	settings      name → raw value; "link_key" is the 32-byte HMAC key of
+//	              signed picture links (schema 3)
+//	scripts       script name → scriptRecord (Starlark source, version,
+//	              created, updated, by) (schema 4)
 //
 // Events are read newest first with a cursor that starts at the end, or at
 // the key just before the one a page cursor decodes to, and walks back.

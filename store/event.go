@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"gatehouse/actions"
 )
@@ -89,20 +92,34 @@ func (t *tx) AppendEvent(e *actions.Event) error {
 // Events walks the log backwards from the end, or from just before
 // q.Cursor, and returns up to q.Limit matching events (50 when not set, at
 // most 1000). next is the id of the last event returned when at least one
-// more matching event lies beyond it, "" otherwise.
+// more matching event lies beyond it, "" otherwise. With q.After set it
+// walks forwards instead, from just after that id, oldest first.
 func (t *tx) Events(q actions.EventQuery) ([]actions.Event, string, error) {
-	limit := q.Limit
+	decode := func(k, v []byte) (actions.Event, bool, error) {
+		e, err := decodeEvent(k, v)
+		return e, err == nil && matches(q, e), err
+	}
+	id := func(e actions.Event) string { return e.ID }
+	b := t.tx.Bucket(bucketEvents)
+	if q.After != "" {
+		return pageForward(b, q.After, q.Limit, decode, id)
+	}
+	return page(b, q.Cursor, q.Limit, decode, id)
+}
+
+// page returns up to limit items of a bucket with time-ordered keys,
+// newest first, starting just before the key cursor decodes to.
+func page[T any](b *bbolt.Bucket, cursor string, limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
 	if limit <= 0 {
 		limit = defaultEventLimit
 	}
 	limit = min(limit, maxEventLimit)
-
-	c := t.tx.Bucket(bucketEvents).Cursor()
+	c := b.Cursor()
 	var k, v []byte
-	if q.Cursor == "" {
+	if cursor == "" {
 		k, v = c.Last()
 	} else {
-		start, err := hex.DecodeString(q.Cursor)
+		start, err := hex.DecodeString(cursor)
 		if err != nil || len(start) != eventKeyLen {
 			return nil, "", actions.Errorf(actions.EInvalid, "invalid cursor")
 		}
@@ -114,22 +131,54 @@ func (t *tx) Events(q actions.EventQuery) ([]actions.Event, string, error) {
 			k, v = c.Prev()
 		}
 	}
-
-	events := []actions.Event{}
+	items := []T{}
 	for ; k != nil; k, v = c.Prev() {
-		e, err := decodeEvent(k, v)
+		item, ok, err := decode(k, v)
 		if err != nil {
 			return nil, "", err
 		}
-		if !matches(q, e) {
+		if !ok {
 			continue
 		}
-		if len(events) == limit {
-			return events, events[len(events)-1].ID, nil
+		if len(items) == limit {
+			return items, id(items[len(items)-1]), nil
 		}
-		events = append(events, e)
+		items = append(items, item)
 	}
-	return events, "", nil
+	return items, "", nil
+}
+
+// pageForward is page in the other direction: oldest first, starting just
+// after the key after decodes to.
+func pageForward[T any](b *bbolt.Bucket, after string, limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
+	if limit <= 0 {
+		limit = defaultEventLimit
+	}
+	limit = min(limit, maxEventLimit)
+	start, err := hex.DecodeString(after)
+	if err != nil || len(start) != eventKeyLen {
+		return nil, "", actions.Errorf(actions.EInvalid, "invalid event id")
+	}
+	c := b.Cursor()
+	k, v := c.Seek(start)
+	if k != nil && bytes.Equal(k, start) {
+		k, v = c.Next()
+	}
+	items := []T{}
+	for ; k != nil; k, v = c.Next() {
+		item, ok, err := decode(k, v)
+		if err != nil {
+			return nil, "", err
+		}
+		if !ok {
+			continue
+		}
+		if len(items) == limit {
+			return items, id(items[len(items)-1]), nil
+		}
+		items = append(items, item)
+	}
+	return items, "", nil
 }
 
 // matches reports whether e is selected by q.

@@ -45,6 +45,7 @@ type bucketCodec struct {
 	value  func() any
 	text   bool // the value is a plain string (a token id)
 	empty  bool // the value is empty (an index)
+	binary bool // the value is raw bytes, written as a base64 string
 }
 
 var codecs = map[string]bucketCodec{
@@ -57,6 +58,10 @@ var codecs = map[string]bucketCodec{
 	"events":       {hexKey: true, keyLen: eventKeyLen, value: func() any { return new(eventRecord) }},
 	"grants":       {value: func() any { return new(grantRecord) }},
 	"pairings":     {hexKey: true, keyLen: 32, value: func() any { return new(pairingRecord) }},
+	"strangers":    {hexKey: true, keyLen: eventKeyLen, value: func() any { return new(strangerRecord) }},
+	"pictures":     {hexKey: true, keyLen: eventKeyLen, binary: true},
+	"settings":     {binary: true},
+	"scripts":      {value: func() any { return new(scriptRecord) }},
 }
 
 // Export writes the whole state as indented JSON to w, from one read
@@ -83,6 +88,8 @@ func (db *DB) Export(w io.Writer) error {
 					e.Value = json.RawMessage("null")
 				case c.text:
 					e.Value, _ = json.Marshal(string(v))
+				case c.binary:
+					e.Value, _ = json.Marshal(v) // []byte → base64
 				default:
 					e.Value = append(json.RawMessage(nil), v...)
 				}
@@ -270,6 +277,12 @@ func (c bucketCodec) decode(e exportEntry) (k, v []byte, err error) {
 			return nil, nil, errors.New("value must be a non-empty string")
 		}
 		return k, []byte(s), nil
+	case c.binary:
+		var b []byte
+		if err := json.Unmarshal(e.Value, &b); err != nil || len(b) == 0 {
+			return nil, nil, errors.New("value must be non-empty base64")
+		}
+		return k, b, nil
 	}
 	if len(bytes.TrimSpace(e.Value)) == 0 || bytes.TrimSpace(e.Value)[0] != '{' {
 		return nil, nil, errors.New("value must be a JSON object")

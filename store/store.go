@@ -25,6 +25,10 @@ var (
 	bucketEvents      = []byte("events")
 	bucketGrants      = []byte("grants")
 	bucketPairings    = []byte("pairings")
+	bucketStrangers   = []byte("strangers")
+	bucketPictures    = []byte("pictures")
+	bucketSettings    = []byte("settings")
+	bucketScripts     = []byte("scripts")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -51,14 +55,12 @@ var migrations = [...]func(*bbolt.Tx) error{
 		return nil
 	},
 	// 2: grants of devices to people, and device pairing codes.
-	func(tx *bbolt.Tx) error {
-		for _, name := range [][]byte{bucketGrants, bucketPairings} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
-		}
-		return nil
-	},
+	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketGrants, bucketPairings) },
+	// 3: stranger pictures (metadata and bytes apart, so lists never read
+	// the bytes) and server settings such as the link signing key.
+	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketStrangers, bucketPictures, bucketSettings) },
+	// 4: actions added at run time (Starlark scripts).
+	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketScripts) },
 }
 
 // SchemaVersion is the schema version this binary writes: the number of
@@ -215,3 +217,12 @@ func u64(v uint64) []byte {
 
 // u64dec decodes an 8-byte big-endian number.
 func u64dec(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+func createBuckets(tx *bbolt.Tx, names ...[]byte) error {
+	for _, name := range names {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
+		}
+	}
+	return nil
+}

@@ -30,13 +30,19 @@ type Options struct {
 	Logger *slog.Logger
 	// MQTT serves MQTT over WebSocket at /mqtt; nil leaves /mqtt out.
 	MQTT http.Handler
+	// MaxPicture caps an uploaded picture (default 5 MiB).
+	MaxPicture int64
+	// Heartbeat is the interval of SSE heartbeats (default 15 s).
+	Heartbeat time.Duration
 }
 
 type server struct {
-	svc  *actions.Service
-	log  *slog.Logger
-	mqtt http.Handler
-	echo *echo.Echo
+	svc        *actions.Service
+	log        *slog.Logger
+	mqtt       http.Handler
+	echo       *echo.Echo
+	maxPicture int64
+	heartbeat  time.Duration
 }
 
 // NewHandler returns the HTTP handler of Gatehouse.
@@ -49,7 +55,13 @@ func NewHandler(svc *actions.Service, opts Options) http.Handler {
 	// The address that counts for throttling is the peer's: headers such as
 	// X-Forwarded-For are the client's to forge.
 	e.IPExtractor = echo.ExtractIPDirect()
-	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e}
+	if opts.MaxPicture <= 0 {
+		opts.MaxPicture = actions.DefaultMaxPicture
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e, maxPicture: opts.MaxPicture, heartbeat: opts.Heartbeat}
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURIPath: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
@@ -79,6 +91,11 @@ func (s *server) routes() {
 	e.POST("/lock", s.handleLockAll, s.authenticate, small)
 	e.POST("/unlock", s.handleLockAll, s.authenticate, small)
 	e.POST("/test", s.handleTest, s.authenticate, small)
+	e.GET("/get_pic", s.handleLatestPicture, s.authenticate)
+	e.POST("/upload", s.handleStrangerUpload, s.authenticateDevice)
+	e.POST("/api/v1/strangers", s.handleStrangerUpload, s.authenticateDevice)
+	// Bearer or signed link: the handler checks which.
+	e.GET("/api/v1/strangers/:id/picture", s.handlePicture)
 
 	api := e.Group("/api/v1", s.authenticate, small)
 	api.GET("/devices", s.handleDeviceList)
@@ -91,6 +108,8 @@ func (s *server) routes() {
 	api.POST("/lock", s.handleLockAll)
 	api.POST("/unlock", s.handleLockAll)
 	api.GET("/events", s.handleEventList)
+	api.GET("/events/stream", s.handleEventStream)
+	api.GET("/strangers", s.handleStrangerList)
 	api.GET("/users", s.handleUserList)
 	api.POST("/users", s.handleUserCreate)
 	api.DELETE("/users/:name", s.handleUserDelete)
@@ -101,6 +120,10 @@ func (s *server) routes() {
 	api.POST("/grants", s.handleGrantCreate)
 	api.DELETE("/grants/:id", s.handleGrantDelete)
 	api.POST("/pairings", s.handlePairingCreate)
+	api.GET("/actions", s.handleScriptList)
+	api.GET("/actions/:name", s.handleScriptGet)
+	api.PUT("/actions/:name", s.handleScriptPut)
+	api.DELETE("/actions/:name", s.handleScriptDelete)
 	api.GET("/backup", s.handleBackup)
 }
 

@@ -1,0 +1,124 @@
+package store
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"gatehouse/actions"
+)
+
+// strangerRecord is a stranger picture's metadata; the bytes are in the
+// pictures bucket under the same key (the stranger event's key).
+type strangerRecord struct {
+	Device string    `json:"device"`
+	Time   time.Time `json:"time"`
+	Type   string    `json:"type"`
+	Size   int       `json:"size"`
+}
+
+func pictureKey(id string) ([]byte, error) {
+	k, err := hex.DecodeString(id)
+	if err != nil || len(k) != eventKeyLen {
+		return nil, actions.Errorf(actions.ENotFound, "picture not found")
+	}
+	return k, nil
+}
+
+func decodeStranger(k, v []byte) (actions.Stranger, error) {
+	var r strangerRecord
+	if err := json.Unmarshal(v, &r); err != nil {
+		return actions.Stranger{}, fmt.Errorf("decode stranger %x: %w", k, err)
+	}
+	return actions.Stranger{ID: hex.EncodeToString(k), Device: r.Device, Time: r.Time, Type: r.Type, Size: r.Size}, nil
+}
+
+// PutPicture stores a picture and its metadata under its event's key.
+func (t *tx) PutPicture(st actions.Stranger, data []byte) error {
+	k, err := pictureKey(st.ID)
+	if err != nil {
+		return actions.Errorf(actions.EInvalid, "picture id must be an event id")
+	}
+	v, err := json.Marshal(strangerRecord{Device: st.Device, Time: st.Time, Type: st.Type, Size: len(data)})
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketStrangers).Put(k, v); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketPictures).Put(k, data)
+}
+
+// Stranger returns a picture's metadata.
+func (t *tx) Stranger(id string) (actions.Stranger, error) {
+	k, err := pictureKey(id)
+	if err != nil {
+		return actions.Stranger{}, err
+	}
+	v := t.tx.Bucket(bucketStrangers).Get(k)
+	if v == nil {
+		return actions.Stranger{}, actions.Errorf(actions.ENotFound, "picture not found")
+	}
+	return decodeStranger(k, v)
+}
+
+// Picture returns a copy of a picture's bytes.
+func (t *tx) Picture(id string) ([]byte, error) {
+	k, err := pictureKey(id)
+	if err != nil {
+		return nil, err
+	}
+	v := t.tx.Bucket(bucketPictures).Get(k)
+	if v == nil {
+		return nil, actions.Errorf(actions.ENotFound, "picture not found")
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// Strangers lists pictures newest first, paged like Events.
+func (t *tx) Strangers(q actions.StrangerQuery) ([]actions.Stranger, string, error) {
+	return page(t.tx.Bucket(bucketStrangers), q.Cursor, q.Limit,
+		func(k, v []byte) (actions.Stranger, bool, error) {
+			st, err := decodeStranger(k, v)
+			return st, err == nil && (q.Filter == nil || q.Filter(st)), err
+		},
+		func(st actions.Stranger) string { return st.ID })
+}
+
+// AllStrangers lists every picture's metadata, oldest first.
+func (t *tx) AllStrangers() ([]actions.Stranger, error) {
+	out := []actions.Stranger{}
+	err := t.tx.Bucket(bucketStrangers).ForEach(func(k, v []byte) error {
+		st, err := decodeStranger(k, v)
+		out = append(out, st)
+		return err
+	})
+	return out, err
+}
+
+// DeletePicture removes a picture and its metadata.
+func (t *tx) DeletePicture(id string) error {
+	k, err := pictureKey(id)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketStrangers).Delete(k); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketPictures).Delete(k)
+}
+
+// Setting returns a copy of a server setting.
+func (t *tx) Setting(name string) ([]byte, error) {
+	v := t.tx.Bucket(bucketSettings).Get([]byte(name))
+	if v == nil {
+		return nil, actions.Errorf(actions.ENotFound, "setting %q not set", name)
+	}
+	return append([]byte(nil), v...), nil
+}
+
+// PutSetting sets a server setting.
+func (t *tx) PutSetting(name string, value []byte) error {
+	return t.tx.Bucket(bucketSettings).Put([]byte(name), value)
+}

@@ -1,0 +1,164 @@
+package web
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"gatehouse/actions"
+)
+
+// authenticateDevice admits a device by HTTP Basic id:secret.
+func (s *server) authenticateDevice(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id, secret, ok := c.Request().BasicAuth()
+		if !ok {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Basic realm="gatehouse devices"`)
+			return actions.Errorf(actions.EUnauthorized, "device id and secret required (HTTP Basic)")
+		}
+		p, err := s.svc.AuthenticateDevice(id, secret, c.Request().RemoteAddr)
+		if err != nil {
+			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Basic realm="gatehouse devices"`)
+			return err
+		}
+		c.Set(principalKey, p)
+		return next(c)
+	}
+}
+
+// readPicture reads the request body, raw or as the first file of a
+// multipart form, refusing more than the cap.
+func (s *server) readPicture(c echo.Context, multipartOK bool) ([]byte, error) {
+	r := c.Request()
+	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.maxPicture)
+	ct, params, _ := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
+	var body io.Reader = r.Body
+	if multipartOK && ct == "multipart/form-data" {
+		mr, err := multipartReader(r, params["boundary"])
+		if err != nil {
+			return nil, err
+		}
+		body = mr
+	}
+	data, err := io.ReadAll(body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "picture larger than "+strconv.FormatInt(s.maxPicture>>20, 10)+" MiB")
+	}
+	if err != nil {
+		return nil, actions.Errorf(actions.EInvalid, "could not read the picture")
+	}
+	return data, nil
+}
+
+// multipartReader returns the first file part of a multipart body.
+func multipartReader(r *http.Request, boundary string) (io.Reader, error) {
+	if boundary == "" {
+		return nil, actions.Errorf(actions.EInvalid, "multipart body without boundary")
+	}
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, actions.Errorf(actions.EInvalid, "invalid multipart body")
+	}
+	for {
+		part, err := mr.NextPart()
+		if err != nil {
+			return nil, actions.Errorf(actions.EInvalid, "multipart body has no file")
+		}
+		if part.FileName() != "" || part.FormName() == "file" || part.FormName() == "picture" {
+			return part, nil // its file name is ignored: nothing from the client names anything
+		}
+	}
+}
+
+func uploadTime(c echo.Context) time.Time {
+	if v := c.QueryParam("time"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return time.Unix(n, 0)
+		}
+	}
+	return time.Time{}
+}
+
+// handleStrangerUpload is POST /api/v1/strangers and the prototype's
+// POST /upload (which also takes multipart): a camera's picture.
+func (s *server) handleStrangerUpload(c echo.Context) error {
+	data, err := s.readPicture(c, c.Path() == "/upload")
+	if err != nil {
+		return err
+	}
+	st, err := s.svc.AddStranger(principal(c), uploadTime(c), data, actions.ViaREST)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, st)
+}
+
+func (s *server) handleStrangerList(c echo.Context) error {
+	limit, cursor, err := pageParams(c)
+	if err != nil {
+		return err
+	}
+	list, next, err := s.svc.Strangers(principal(c), actions.StrangerQuery{Limit: limit, Cursor: cursor})
+	if err != nil {
+		return err
+	}
+	if list == nil {
+		list = []actions.Stranger{}
+	}
+	return c.JSON(http.StatusOK, listOf(list, next))
+}
+
+func listOf[T any](items []T, next string) list[T] { return list[T]{Items: items, Next: next} }
+
+// handlePicture serves a picture to a holder of a valid signed link, or to
+// a bearer who may see it.
+func (s *server) handlePicture(c echo.Context) error {
+	id := c.Param("id")
+	var st actions.Stranger
+	var data []byte
+	var err error
+	if c.QueryParam("sig") != "" {
+		if err := s.svc.CheckLink(id, c.QueryParam("exp"), c.QueryParam("sig")); err != nil {
+			return actions.Errorf(actions.EForbidden, "%s", actions.ErrorMessage(err))
+		}
+		st, data, err = s.svc.Picture(nil, id)
+	} else {
+		if err := s.authenticate(func(echo.Context) error { return nil })(c); err != nil {
+			return err
+		}
+		p := principal(c)
+		st, data, err = s.svc.Picture(&p, id)
+	}
+	if err != nil {
+		return err
+	}
+	return servePicture(c, st, data)
+}
+
+// handleLatestPicture is the prototype's GET /get_pic.
+func (s *server) handleLatestPicture(c echo.Context) error {
+	st, data, err := s.svc.LatestPicture(principal(c))
+	if err != nil {
+		return err
+	}
+	return servePicture(c, st, data)
+}
+
+// servePicture answers with an immutable picture: ETag, Cache-Control,
+// type and length, conditional requests and ranges from net/http.
+func servePicture(c echo.Context, st actions.Stranger, data []byte) error {
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, st.Type)
+	h.Set("ETag", `"`+st.ID+`"`)
+	h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	h.Set("X-Content-Type-Options", "nosniff")
+	http.ServeContent(c.Response(), c.Request(), "", st.Time, bytes.NewReader(data))
+	return nil
+}
