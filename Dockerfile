@@ -25,7 +25,7 @@ COPY --from=build /out/gatehouse /gatehouse
 ENV GATEHOUSE_DATA=/data
 VOLUME /data
 # 1883 MQTT; 8080 REST and MQTT over WebSocket at /mqtt.
-EXPOSE 1883 8080
+EXPOSE 1883 8080 8883
 USER 65532:65532
 # healthcheck reads GATEHOUSE_HTTP like the server does: set the address with
 # the environment variable rather than --http.

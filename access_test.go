@@ -187,6 +187,9 @@ func TestAccessByRole(t *testing.T) {
 		if st, body := s.as(dave, "POST", "/api/v1/pairings", map[string]string{"kind": "lock"}); st != http.StatusForbidden {
 			t.Errorf("guest pairing: %d %s", st, body)
 		}
+		if st, body := s.as(alice, "DELETE", "/api/v1/grants/"+aliceGrant, nil); st != http.StatusNotFound && st != http.StatusForbidden {
+			t.Errorf("alice revokes her own grant: %d %s", st, body)
+		}
 	})
 	t.Run("BadGrants", func(t *testing.T) {
 		for _, g := range []map[string]any{
@@ -287,10 +290,17 @@ func TestTokens(t *testing.T) {
 		if st, _ := s.as(tk.Token, "GET", "/api/v1/devices", nil); st != http.StatusOK {
 			t.Errorf("token before expiry: %d", st)
 		}
+		session := s.connect("alice-day", "alice", tk.Token)
+		session.subscribe("toapp/alice")
+		session.publish("toserver", false, "lock nosuch")
+		session.expect("toapp/alice error ")
 		clk.add(24 * time.Hour)
 		if st, _ := s.as(tk.Token, "GET", "/api/v1/devices", nil); st != http.StatusUnauthorized {
 			t.Errorf("token after expiry: %d", st)
 		}
+		// A session opened before the expiry can do nothing after it.
+		session.publish("toserver", false, "lock nosuch")
+		session.quiet(300 * time.Millisecond)
 	})
 	t.Run("DeleteUser", func(t *testing.T) {
 		s.createDevice("door", "lock")

@@ -194,6 +194,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if cfg.Location, err = time.LoadLocation(*tz); err != nil {
 		return cfg, fmt.Errorf("--timezone %q: %w", *tz, err)
 	}
+	if cfg.MQTT == "" || cfg.HTTP == "" {
+		return cfg, errors.New("--mqtt and --http need an address (like 127.0.0.1:1883 to keep MQTT local)")
+	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return cfg, errors.New("--tls-cert and --tls-key go together")
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,7 @@ func TestRunArgs(t *testing.T) {
 		{"UnknownFlag", []string{"--nope"}, "flag provided but not defined"},
 		{"BadTTL", []string{"--command-ttl", "10m"}, "--command-ttl"},
 		{"BadLogLevel", []string{"--log-level", "loud", "--data", "DIR", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, "--log-level"},
+		{"EmptyMQTTAddress", []string{"--mqtt", ""}, "--mqtt and --http need an address"},
 		{"BackupNoArgs", []string{"backup"}, "usage: gatehouse backup"},
 		{"BackupNoDataFile", []string{"backup", "--data", "DIR", "f.db"}, "no data file"},
 		{"ImportFlagLate", []string{"import", "f.json", "--data", "x"}, "flag --data after an argument"},
@@ -158,4 +160,33 @@ func (b *syncBuffer) String() string {
 	b.lock()
 	defer func() { <-b.mu }()
 	return b.buf.String()
+}
+
+func TestTokenCreate(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"token", "create", "--data", dir, "--user", "root"}, noenv, &out, &bytes.Buffer{}); err != nil {
+		t.Fatalf("token create: %v", err)
+	}
+	token := strings.TrimSpace(out.String())
+	if len(token) != 64 || strings.ContainsAny(token, " \n") {
+		t.Fatalf("token create printed %q, want the token alone", out.String())
+	}
+	s := startServer(t, dir)
+	if st, body := s.as(token, "GET", "/api/v1/users", nil); st != http.StatusOK || !strings.Contains(body, `"role":"admin"`) {
+		t.Errorf("new admin token: %d %s", st, body)
+	}
+	if err := run(ctx, []string{"token", "create", "--data", dir, "--user", "x"}, noenv, &out, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("token create while the server runs: %v", err)
+	}
+	s.stop()
+	// The bootstrap admin and root are both admins; demoting one is fine,
+	// demoting the last is refused.
+	if err := run(ctx, []string{"token", "create", "--data", dir, "--user", "admin", "--role", "member"}, noenv, &out, &bytes.Buffer{}); err != nil {
+		t.Errorf("demote one of two admins: %v", err)
+	}
+	if err := run(ctx, []string{"token", "create", "--data", dir, "--user", "root", "--role", "guest"}, noenv, &out, &bytes.Buffer{}); err == nil {
+		t.Error("demoted the last admin")
+	}
 }

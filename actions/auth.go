@@ -52,7 +52,7 @@ func (s *Service) tokenPrincipal(tx Tx, token string) (Principal, error) {
 	if err != nil {
 		return Principal{}, Errorf(EUnauthorized, "token of a deleted user")
 	}
-	return Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role, Token: t.ID}, nil
+	return Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role, Token: t.ID, Expires: t.Expires}, nil
 }
 
 // touchToken records when a token was last used, at most once a minute per
@@ -163,6 +163,11 @@ func (s *Service) pairPrincipal(tx Tx, clientID, code string) (Principal, error)
 		return Principal{}, err
 	}
 	return Principal{Kind: PrincipalPair, ID: clientID, Token: hex.EncodeToString(pr.Hash)}, nil
+}
+
+// Expired reports whether p logged in with a token that has since expired.
+func (s *Service) Expired(p Principal) bool {
+	return !p.Expires.IsZero() && !s.now().Before(p.Expires)
 }
 
 // RefuseLogin records a login the caller refused for its own reasons.
@@ -280,6 +285,9 @@ func (t *throttle) ok(remote, user string) {
 	defer t.mu.Unlock()
 	if user == "" || user == PairUsername {
 		return
+	}
+	if len(t.good) >= maxTracked {
+		clear(t.good) // forgetting known addresses only makes blocks stricter
 	}
 	if t.good[user] == nil {
 		t.good[user] = map[string]time.Time{}

@@ -173,6 +173,9 @@ func (s *Service) DeleteGrant(p Principal, id string) error {
 		if !p.IsAdmin() && g.By != p.ID {
 			return Errorf(ENotFound, "grant %q not found", id)
 		}
+		if !p.IsAdmin() && g.User == p.ID {
+			return Errorf(EForbidden, "you cannot revoke your own access; ask an admin")
+		}
 		if err := tx.DeleteGrant(id); err != nil {
 			return err
 		}

@@ -119,7 +119,10 @@ func (s *Service) pairDevice(m Message) (string, error) {
 			return err
 		}
 		owner, err := tx.User(pr.User)
-		if err == nil && owner.Role != RoleAdmin {
+		if err != nil {
+			return Errorf(EConflict, "the person who made this pairing code no longer exists")
+		}
+		if owner.Role != RoleAdmin {
 			if err := tx.PutGrant(Grant{ID: newID(), User: pr.User, Device: id, Created: now, By: pr.User}); err != nil {
 				return err
 			}

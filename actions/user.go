@@ -44,6 +44,9 @@ type Principal struct {
 	ID    string // device id or user name
 	Role  string // for users
 	Token string // for users: the id of the token used
+	// Expires is when the token used expires (zero: never). A session
+	// that outlives its token is refused everything from then on.
+	Expires time.Time
 }
 
 // IsAdmin reports whether p is an administrator.
@@ -275,6 +278,21 @@ func (s *Service) IssueToken(user, role string) (string, error) {
 			u = User{Name: user, Role: role, Created: now}
 		case err != nil:
 			return err
+		case role != "" && role != u.Role && u.Role == RoleAdmin:
+			users, err := tx.Users()
+			if err != nil {
+				return err
+			}
+			admins := 0
+			for _, o := range users {
+				if o.Role == RoleAdmin {
+					admins++
+				}
+			}
+			if admins == 1 {
+				return Errorf(EConflict, "%q is the last admin", user)
+			}
+			u.Role = role
 		case role != "":
 			u.Role = role
 		}

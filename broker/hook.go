@@ -111,6 +111,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
 		return true
 	}
+	if h.svc.Expired(p) {
+		return false // the token this session logged in with has expired
+	}
 	switch p.Kind {
 	case actions.PrincipalDevice, actions.PrincipalPair:
 		return topic == actions.DeviceTopic(p.ID)
@@ -128,6 +131,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	p, ok := h.principal(cl)
 	if !ok {
+		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	if h.svc.Expired(p) {
+		h.log.Debug("publish refused: token expired", "client_id", cl.ID)
 		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
 	}
 	if pk.TopicName != actions.ServerTopic {
