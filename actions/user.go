@@ -127,18 +127,8 @@ func (s *Service) DeleteUser(p Principal, name string) error {
 		if err != nil {
 			return err
 		}
-		users, err := tx.Users()
-		if err != nil {
+		if err := keepAnAdmin(tx, u); err != nil {
 			return err
-		}
-		admins := 0
-		for _, o := range users {
-			if o.Role == RoleAdmin {
-				admins++
-			}
-		}
-		if u.Role == RoleAdmin && admins == 1 {
-			return Errorf(EConflict, "%q is the last admin", name)
 		}
 		tokens, err := tx.Tokens()
 		if err != nil {
@@ -278,19 +268,9 @@ func (s *Service) IssueToken(user, role string) (string, error) {
 			u = User{Name: user, Role: role, Created: now}
 		case err != nil:
 			return err
-		case role != "" && role != u.Role && u.Role == RoleAdmin:
-			users, err := tx.Users()
-			if err != nil {
+		case role != "" && role != u.Role:
+			if err := keepAnAdmin(tx, u); err != nil {
 				return err
-			}
-			admins := 0
-			for _, o := range users {
-				if o.Role == RoleAdmin {
-					admins++
-				}
-			}
-			if admins == 1 {
-				return Errorf(EConflict, "%q is the last admin", user)
 			}
 			u.Role = role
 		case role != "":
@@ -306,4 +286,25 @@ func (s *Service) IssueToken(user, role string) (string, error) {
 			Detail: fmt.Sprintf("token created offline for %s (%s)", user, u.Role)})
 	})
 	return secret, err
+}
+
+// keepAnAdmin refuses to remove or demote u when u is the last admin.
+func keepAnAdmin(tx Tx, u User) error {
+	if u.Role != RoleAdmin {
+		return nil
+	}
+	users, err := tx.Users()
+	if err != nil {
+		return err
+	}
+	admins := 0
+	for _, o := range users {
+		if o.Role == RoleAdmin {
+			admins++
+		}
+	}
+	if admins == 1 {
+		return Errorf(EConflict, "%q is the last admin", u.Name)
+	}
+	return nil
 }

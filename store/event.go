@@ -110,15 +110,9 @@ func (t *tx) Events(q actions.EventQuery) ([]actions.Event, string, error) {
 // page returns up to limit items of a bucket with time-ordered keys,
 // newest first, starting just before the key cursor decodes to.
 func page[T any](b *bbolt.Bucket, cursor string, limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
-	if limit <= 0 {
-		limit = defaultEventLimit
-	}
-	limit = min(limit, maxEventLimit)
 	c := b.Cursor()
-	var k, v []byte
-	if cursor == "" {
-		k, v = c.Last()
-	} else {
+	k, v := c.Last()
+	if cursor != "" {
 		start, err := hex.DecodeString(cursor)
 		if err != nil || len(start) != eventKeyLen {
 			return nil, "", actions.Errorf(actions.EInvalid, "invalid cursor")
@@ -131,30 +125,12 @@ func page[T any](b *bbolt.Bucket, cursor string, limit int, decode func(k, v []b
 			k, v = c.Prev()
 		}
 	}
-	items := []T{}
-	for ; k != nil; k, v = c.Prev() {
-		item, ok, err := decode(k, v)
-		if err != nil {
-			return nil, "", err
-		}
-		if !ok {
-			continue
-		}
-		if len(items) == limit {
-			return items, id(items[len(items)-1]), nil
-		}
-		items = append(items, item)
-	}
-	return items, "", nil
+	return collect(k, v, c.Prev, limit, decode, id)
 }
 
 // pageForward is page in the other direction: oldest first, starting just
 // after the key after decodes to.
 func pageForward[T any](b *bbolt.Bucket, after string, limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
-	if limit <= 0 {
-		limit = defaultEventLimit
-	}
-	limit = min(limit, maxEventLimit)
 	start, err := hex.DecodeString(after)
 	if err != nil || len(start) != eventKeyLen {
 		return nil, "", actions.Errorf(actions.EInvalid, "invalid event id")
@@ -164,8 +140,19 @@ func pageForward[T any](b *bbolt.Bucket, after string, limit int, decode func(k,
 	if k != nil && bytes.Equal(k, start) {
 		k, v = c.Next()
 	}
+	return collect(k, v, c.Next, limit, decode, id)
+}
+
+// collect walks from k with step, keeping up to limit decoded items (50
+// when not set, at most 1000); next is the id of the last one when more
+// follow.
+func collect[T any](k, v []byte, step func() ([]byte, []byte), limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
+	if limit <= 0 {
+		limit = defaultEventLimit
+	}
+	limit = min(limit, maxEventLimit)
 	items := []T{}
-	for ; k != nil; k, v = c.Next() {
+	for ; k != nil; k, v = step() {
 		item, ok, err := decode(k, v)
 		if err != nil {
 			return nil, "", err
