@@ -44,11 +44,11 @@ const (
 	// maxScriptsRunning runs may be under way at once; one more waits for
 	// a slot at most the time limit.
 	maxScriptsRunning = 16
-	// maxScriptsStuck is how many runs may still be busy after they were
-	// given up (stuck in a long built-in); while they are, no script runs.
+	// maxScriptsStuck is how many runs may be stuck in a built-in past
+	// their time limit; while they are, no script starts.
 	maxScriptsStuck = 2
-	// scriptGrace is how long a cancelled run gets to stop before it is
-	// given up.
+	// scriptGrace is how long a cancelled run gets to stop before it
+	// counts as stuck.
 	scriptGrace = 100 * time.Millisecond
 	// scriptCheckEvery is how many steps pass between memory checks.
 	scriptCheckEvery = 100
@@ -61,8 +61,7 @@ const (
 type ScriptLimits struct {
 	// Steps is the number of Starlark execution steps (default 100 000).
 	Steps uint64
-	// Time is the wall time (default 1 s). A run stuck in a built-in past
-	// it is given up: its caller gets an error at once.
+	// Time is the wall time (default 1 s).
 	Time time.Duration
 	// Memory is how many bytes the process may allocate while the run is
 	// under way (default 64 MiB). It is read from the Go runtime's
@@ -101,7 +100,7 @@ type scriptTable struct {
 	lastStop map[string]time.Time
 
 	running chan struct{} // one token per run under way
-	stuck   atomic.Int32  // runs given up that have not ended yet
+	stuck   atomic.Int32  // runs stuck past their time limit, not ended yet
 }
 
 // compiledScript is a stored script and, when scripts are enabled and it
@@ -333,6 +332,7 @@ func (s *Service) scriptAction(word string) (Action, bool) {
 func (s *Service) compileScript(name, source string) (fn *starlark.Function, err error) {
 	defer func() {
 		if r := recover(); r != nil { // the compiler panics on what it deems unreachable
+			s.log.Error("script compiler panicked", "script", name, "panic", r)
 			fn, err = nil, Errorf(EInvalid, "script %s: does not compile", name)
 		}
 	}()
@@ -362,7 +362,7 @@ func (s *Service) compileScript(name, source string) (fn *starlark.Function, err
 		return starlark.None, err
 	})
 	if err != nil {
-		return nil, Errorf(EInvalid, "%s", ErrorMessage(rc.failure(err)))
+		return nil, rc.failure(err)
 	}
 	globals.Freeze()
 	fn, ok := globals["action"].(*starlark.Function)
@@ -392,7 +392,7 @@ func compileError(name string, err error) error {
 }
 
 // scriptRun is one run of a script: who triggered it, and what it may
-// still do. Once the run has ended (finished, stopped or given up) the
+// still do. Once the run has ended (returned, or stuck past its time) the
 // server functions do nothing more.
 type scriptRun struct {
 	svc    *Service
@@ -403,7 +403,7 @@ type scriptRun struct {
 
 	thread *starlark.Thread
 	stop   atomic.Pointer[string] // why the run was stopped
-	// state: 0 running, 1 finished, 2 given up.
+	// state: 0 running, 1 returned, 2 stuck.
 	state atomic.Int32
 
 	mu       sync.Mutex
@@ -448,28 +448,31 @@ func (rc *scriptRun) print(_ *starlark.Thread, msg string) {
 	rc.svc.log.Debug("script print", "script", rc.name, "text", clipText(msg, 256))
 }
 
-type scriptResult struct {
-	v   starlark.Value
-	err error
-}
-
-// execScript runs call on a fresh thread under the limits. The run has its
-// own goroutine: when the time is up its thread is cancelled, and if it
-// does not stop within scriptGrace (a long built-in does not see the
-// cancel) it is given up, so the caller is never held much past the limit.
-func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlark.Value, error)) (starlark.Value, error) {
+// execScript runs call under the limits on a fresh thread, on the
+// caller's goroutine: an MQTT client's, so a slow script holds up only its
+// sender. When the time is up the thread is cancelled; Starlark sees that
+// at its next step. A built-in can run on past it (comparing or hashing a
+// deeply shared structure, say): a run still busy scriptGrace later is
+// stuck. It may do nothing more, and while maxScriptsStuck runs are stuck
+// no script starts, so runaway runs cannot pile up on the CPUs.
+func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlark.Value, error)) (v starlark.Value, err error) {
 	t := s.scripts
 	if t.stuck.Load() >= maxScriptsStuck {
 		return nil, Errorf(EUnavailable, "script %s: scripts are unavailable while earlier runs are stuck", rc.name)
 	}
 	lim := t.limits
-	timer := time.NewTimer(lim.Time)
-	defer timer.Stop()
 	select {
 	case t.running <- struct{}{}:
-	case <-timer.C:
-		return nil, Errorf(EUnavailable, "script %s: too many scripts running", rc.name)
+	default:
+		wait := time.NewTimer(lim.Time)
+		select {
+		case t.running <- struct{}{}:
+			wait.Stop()
+		case <-wait.C:
+			return nil, Errorf(EUnavailable, "script %s: too many scripts running", rc.name)
+		}
 	}
+	defer func() { <-t.running }()
 
 	th := &starlark.Thread{Name: "script " + rc.name, Print: rc.print, Load: refuseLoad}
 	th.SetLocal(runKey, rc)
@@ -487,44 +490,27 @@ func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlar
 	}
 	th.SetMaxExecutionSteps(min(scriptCheckEvery, lim.Steps))
 
-	done := make(chan scriptResult, 1)
-	go func() {
-		var r scriptResult
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("script panicked", "script", rc.name, "panic", p, "stack", string(debug.Stack()))
-				r = scriptResult{err: Errorf(EInternal, "script %s: internal error", rc.name)}
-			}
-			<-t.running
-			if !rc.state.CompareAndSwap(0, 1) {
-				t.stuck.Add(-1) // given up earlier
-			}
-			done <- r
-		}()
-		r.v, r.err = call(th)
-	}()
-
-	timer.Reset(lim.Time)
-	var r scriptResult
-	select {
-	case r = <-done:
-	case <-timer.C:
-		rc.halt("time limit")
-		timer.Reset(scriptGrace)
-		select {
-		case r = <-done:
-		case <-timer.C:
-			if rc.state.CompareAndSwap(0, 2) {
-				t.stuck.Add(1)
-				s.log.Warn("script given up: stuck in a built-in past its time limit", "script", rc.name)
-				r = scriptResult{err: errors.New("given up")}
-			} else {
-				r = <-done
-			}
+	cancel := time.AfterFunc(lim.Time, func() { rc.halt("time limit") })
+	stuck := time.AfterFunc(lim.Time+scriptGrace, func() {
+		if rc.state.CompareAndSwap(0, 2) {
+			t.stuck.Add(1)
+			rc.end()
+			s.log.Warn("script stuck in a built-in past its time limit", "script", rc.name)
 		}
-	}
-	rc.end()
-	return r.v, r.err
+	})
+	defer func() {
+		cancel.Stop()
+		stuck.Stop()
+		if p := recover(); p != nil {
+			s.log.Error("script panicked", "script", rc.name, "panic", p, "stack", string(debug.Stack()))
+			v, err = nil, Errorf(EInternal, "script %s: internal error", rc.name)
+		}
+		if !rc.state.CompareAndSwap(0, 1) {
+			t.stuck.Add(-1)
+		}
+		rc.end()
+	}()
+	return call(th)
 }
 
 func refuseLoad(*starlark.Thread, string) (starlark.StringDict, error) {
@@ -546,6 +532,9 @@ func (s *Service) runScript(c *compiledScript, m Message) (string, error) {
 		return starlark.Call(th, c.action, starlark.Tuple{msg, s.scripts.server}, nil)
 	})
 	var reply string
+	if err == nil && rc.stop.Load() != nil {
+		err = errors.New("stopped") // it returned just as it was stopped
+	}
 	if err == nil {
 		reply, err = rc.reply(v)
 	}
@@ -577,7 +566,7 @@ func (rc *scriptRun) reply(v starlark.Value) (string, error) {
 		}
 		return string(v), nil
 	}
-	return "", fmt.Errorf("action returned a %s, want a string or None", v.Type())
+	return "", &runError{msg: fmt.Sprintf("action returned a %s, want a string or None", v.Type())}
 }
 
 // scriptFailed turns a failed run into the error the sender gets, and
@@ -585,8 +574,8 @@ func (rc *scriptRun) reply(v starlark.Value) (string, error) {
 func (s *Service) scriptFailed(rc *scriptRun, err error) error {
 	e := rc.failure(err)
 	s.log.Debug("script failed", "script", rc.name, "error", e)
-	var se *sandboxError
-	if rc.stop.Load() == nil && !errors.As(err, &se) {
+	var re *runError
+	if rc.stop.Load() == nil && !(errors.As(err, &re) && re.sandbox) {
 		return e
 	}
 	now := s.now()
@@ -618,7 +607,7 @@ func (s *Service) scriptFailed(rc *scriptRun, err error) error {
 func (rc *scriptRun) failure(err error) error {
 	var (
 		ee  *starlark.EvalError
-		se  *sandboxError
+		re  *runError
 		ae  *Error
 		msg string
 	)
@@ -626,8 +615,8 @@ func (rc *scriptRun) failure(err error) error {
 	switch {
 	case rc.stop.Load() != nil:
 		msg = "stopped: " + *rc.stop.Load()
-	case errors.As(err, &se):
-		msg = se.msg
+	case errors.As(err, &re):
+		msg = re.msg
 	case !eval && errors.As(err, &ae):
 		return err // from the runner (busy, panicked): already for the client
 	case eval:
@@ -664,12 +653,16 @@ func clipText(s string, n int) string {
 	}, s)
 }
 
-// sandboxError is a limit or rule of the sandbox that a script broke: the
-// run stops and the event log records it.
-type sandboxError struct{ msg string }
+// runError is an error of a run found outside Starlark's own checks. When
+// sandbox is set, it is a limit or rule of the sandbox that the script
+// broke, and the event log records it.
+type runError struct {
+	msg     string
+	sandbox bool
+}
 
-func (e *sandboxError) Error() string { return e.msg }
+func (e *runError) Error() string { return e.msg }
 
 func sandboxErrorf(format string, args ...any) error {
-	return &sandboxError{msg: fmt.Sprintf(format, args...)}
+	return &runError{msg: fmt.Sprintf(format, args...), sandbox: true}
 }

@@ -487,7 +487,7 @@ func checkPercent(x, y starlark.Value) error {
 	switch y := y.(type) {
 	case starlark.Tuple:
 		for _, v := range y {
-			n, ok := textSize(v, repr, maxScriptString-need)
+			n, ok := formatArgSize(v, repr, maxScriptString-need)
 			if !ok {
 				return errTextTooLong()
 			}
@@ -497,7 +497,7 @@ func checkPercent(x, y starlark.Value) error {
 		// %(name)s may use a value any number of times.
 		uses, most := strings.Count(string(format), "%("), 0
 		for _, v := range y.Entries() {
-			n, ok := textSize(v, repr, maxScriptString)
+			n, ok := formatArgSize(v, repr, maxScriptString)
 			if !ok {
 				return errTextTooLong()
 			}
@@ -505,7 +505,7 @@ func checkPercent(x, y starlark.Value) error {
 		}
 		need += uses * most
 	default:
-		n, ok := textSize(y, repr, maxScriptString-need)
+		n, ok := formatArgSize(y, repr, maxScriptString-need)
 		if !ok {
 			return errTextTooLong()
 		}
@@ -515,6 +515,15 @@ func checkPercent(x, y starlark.Value) error {
 		return errTextTooLong()
 	}
 	return nil
+}
+
+// formatArgSize is textSize for an argument of %: a float may be printed
+// with %f, in up to 330 characters.
+func formatArgSize(v starlark.Value, repr bool, limit int) (int, bool) {
+	if _, ok := v.(starlark.Float); ok {
+		return 330, 330 <= limit
+	}
+	return textSize(v, repr, limit)
 }
 
 func errTextTooLong() error {
@@ -826,13 +835,18 @@ func listExtend(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, k
 func textBuiltin(name string) func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
 	repr := name == "repr"
 	return func(th *starlark.Thread, b *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-		left := maxScriptString
+		left, sep := maxScriptString, 1
+		for _, kv := range kwargs {
+			if s, ok := kv[1].(starlark.String); ok && kv[0] == starlark.String("sep") {
+				sep = len(s)
+			}
+		}
 		for _, v := range args {
 			n, ok := textSize(v, repr, left)
 			if !ok {
 				return nil, errTextTooLong()
 			}
-			left -= n + 1
+			left -= n + sep
 		}
 		return starlark.Call(th, starlark.Universe[name], args, kwargs)
 	}
@@ -920,7 +934,7 @@ func (z *sizer) repr(v starlark.Value) bool {
 		}
 		return z.add(4*len(v) + 3)
 	case starlark.Int:
-		return z.add(intBits(v)*3/10 + 2)
+		return z.add(intBits(v)/3 + 2) // octal is the longest of %d, %o, %x
 	case starlark.Float:
 		return z.add(32)
 	case starlark.Tuple:

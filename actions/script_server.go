@@ -67,18 +67,59 @@ func (r *record) Attr(name string) (starlark.Value, error) {
 // server record is shared by every run.
 func (r *record) AttrNames() []string { return slices.Clone(r.names) }
 
-// scriptMessage is the msg a script gets: the payload as text and as words
-// (the action's name first), and who sent it.
-func scriptMessage(m Message) starlark.Value {
-	words := make(starlark.Tuple, 0, 1+len(m.Args))
-	words = append(words, starlark.String(m.Word))
-	for _, a := range m.Args {
-		words = append(words, starlark.String(a))
+// scriptMsg is the msg a script gets: the payload as text and as words
+// (the action's name first), the topic and who sent it. Its fields are
+// made when first read; a run reads it from one goroutine only.
+type scriptMsg struct {
+	m      Message
+	words  starlark.Tuple
+	sender *record
+}
+
+var _ starlark.HasAttrs = (*scriptMsg)(nil)
+
+func scriptMessage(m Message) *scriptMsg { return &scriptMsg{m: m} }
+
+func (*scriptMsg) Type() string          { return "msg" }
+func (*scriptMsg) Freeze()               {} // read-only
+func (*scriptMsg) Truth() starlark.Bool  { return starlark.True }
+func (*scriptMsg) Hash() (uint32, error) { return 0, errors.New("unhashable type: msg") }
+func (*scriptMsg) AttrNames() []string   { return []string{"payload", "sender", "topic", "words"} }
+func (msg *scriptMsg) String() string    { return msg.record().String() }
+func (msg *scriptMsg) record() *record   { return newRecord("msg", msg.AttrNames(), msg.values()...) }
+func (msg *scriptMsg) values() []starlark.Value {
+	v := make([]starlark.Value, 0, 4)
+	for _, n := range msg.AttrNames() {
+		x, _ := msg.Attr(n)
+		v = append(v, x)
 	}
-	sender := newRecord("sender", []string{"id", "kind", "role"},
-		starlark.String(m.Sender.ID), starlark.String(m.Sender.Kind), starlark.String(m.Sender.Role))
-	return newRecord("msg", []string{"payload", "sender", "topic", "words"},
-		starlark.String(m.Payload), sender, starlark.String(ServerTopic), words)
+	return v
+}
+
+func (msg *scriptMsg) Attr(name string) (starlark.Value, error) {
+	switch name {
+	case "payload":
+		return starlark.String(msg.m.Payload), nil
+	case "topic":
+		return starlark.String(ServerTopic), nil
+	case "words":
+		if msg.words == nil {
+			msg.words = make(starlark.Tuple, 0, 1+len(msg.m.Args))
+			msg.words = append(msg.words, starlark.String(msg.m.Word))
+			for _, a := range msg.m.Args {
+				msg.words = append(msg.words, starlark.String(a))
+			}
+		}
+		return msg.words, nil
+	case "sender":
+		if msg.sender == nil {
+			p := msg.m.Sender
+			msg.sender = newRecord("sender", []string{"id", "kind", "role"},
+				starlark.String(p.ID), starlark.String(p.Kind), starlark.String(p.Role))
+		}
+		return msg.sender, nil
+	}
+	return nil, nil
 }
 
 // scriptServer is the server object of every run. Its functions act for
