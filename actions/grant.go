@@ -119,6 +119,9 @@ func (s *Service) CreateGrant(p Principal, g Grant) (Grant, error) {
 	if p.Kind != PrincipalUser || p.Role == RoleGuest {
 		return Grant{}, Errorf(EForbidden, "guests cannot grant access")
 	}
+	if !p.IsAdmin() && g.User == p.ID {
+		return Grant{}, Errorf(EForbidden, "only an admin can grant you access")
+	}
 	if err := g.validate(); err != nil {
 		return Grant{}, err
 	}
