@@ -363,6 +363,9 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 func (a *app) close() error {
 	var errs []error
 	if a.http != nil {
+		if a.svc != nil {
+			a.svc.EndStreams() // SSE handlers return instead of holding Shutdown
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))

@@ -60,7 +60,6 @@ func TestReviewStreamOutlivesRevokedToken(t *testing.T) {
 // before the last event sent is never shown to live dashboards; so is any
 // event whose commit lost a race with a later-stamped one.
 func TestReviewStreamDropsBackdatedStranger(t *testing.T) {
-	t.Skip("BUG: SSE drops events whose time-ordered id is below the last id sent: dated stranger pictures, concurrent commits (web/event.go e.ID <= last)")
 	s := startServer(t, "")
 	camSecret := s.createDevice("cam", "camera")
 	msgs, stop := s.stream(testAdminToken, "")
@@ -85,7 +84,6 @@ func TestReviewStreamDropsBackdatedStranger(t *testing.T) {
 // after the HTTP shutdown: one open dashboard makes every stop wait the full
 // 5 s deadline and fail, so the process exits with status 1 on SIGTERM.
 func TestReviewShutdownWithOpenStream(t *testing.T) {
-	t.Skip("BUG: an open SSE stream makes shutdown wait 5 s and return an error (main.go app.close order)")
 	s := startServer(t, "")
 	_, stop := s.stream(testAdminToken, "")
 	defer stop()

@@ -104,3 +104,7 @@ func (s *Service) update(fn func(Tx) error) error {
 	}
 	return err
 }
+
+// EndStreams closes every live subscription now, so that streaming
+// requests end before the HTTP server waits for them at shutdown.
+func (s *Service) EndStreams() { s.bus.close() }

@@ -181,7 +181,9 @@ func (s *Service) AddStranger(p Principal, at time.Time, data []byte, via string
 		if d.Kind != KindCamera {
 			return Errorf(EForbidden, "only cameras send pictures; %q is a %s", d.ID, d.Kind)
 		}
-		e := Event{Time: at, Type: EventStranger, Device: d.ID, Via: via, Detail: fmt.Sprintf("picture %s, %d bytes", typ, len(data))}
+		// The event is dated on arrival, so the log (and streams resuming
+		// from it) stays in arrival order; the camera's time is the picture's.
+		e := Event{Time: now, Type: EventStranger, Device: d.ID, Via: via, Detail: fmt.Sprintf("picture %s, %d bytes", typ, len(data))}
 		if err := tx.AppendEvent(&e); err != nil {
 			return err
 		}

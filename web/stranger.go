@@ -139,7 +139,7 @@ func (s *server) handlePicture(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return servePicture(c, st, data)
+	return servePicture(c, st, data, "private, max-age=31536000, immutable")
 }
 
 // handleLatestPicture is the prototype's GET /get_pic.
@@ -148,16 +148,16 @@ func (s *server) handleLatestPicture(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return servePicture(c, st, data)
+	return servePicture(c, st, data, "private, no-cache") // the latest changes; its ETag still validates
 }
 
 // servePicture answers with an immutable picture: ETag, Cache-Control,
 // type and length, conditional requests and ranges from net/http.
-func servePicture(c echo.Context, st actions.Stranger, data []byte) error {
+func servePicture(c echo.Context, st actions.Stranger, data []byte, cache string) error {
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentType, st.Type)
 	h.Set("ETag", `"`+st.ID+`"`)
-	h.Set("Cache-Control", "private, max-age=31536000, immutable")
+	h.Set("Cache-Control", cache)
 	h.Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(c.Response(), c.Request(), "", st.Time, bytes.NewReader(data))
 	return nil
