@@ -137,6 +137,19 @@ func (s *Service) scriptServer() *record {
 }
 
 // runOf returns the run a server function was called from.
+// enter returns the thread's run, begun (its lock held): the caller must
+// unlock rc.mu when done.
+func enter(th *starlark.Thread) (*scriptRun, error) {
+	rc, err := runOf(th)
+	if err != nil {
+		return nil, err
+	}
+	if err := rc.begin(); err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
 func runOf(th *starlark.Thread) (*scriptRun, error) {
 	rc, _ := th.Local(runKey).(*scriptRun)
 	if rc == nil || rc.sender.Kind == "" {
@@ -220,11 +233,8 @@ func (s *Service) scriptPublish(th *starlark.Thread, b *starlark.Builtin, args s
 	if err := starlark.UnpackPositionalArgs(b.Name(), args, kwargs, 2, &topic, &payload); err != nil {
 		return nil, err
 	}
-	rc, err := runOf(th)
+	rc, err := enter(th)
 	if err != nil {
-		return nil, err
-	}
-	if err := rc.begin(); err != nil {
 		return nil, err
 	}
 	defer rc.mu.Unlock()
@@ -249,11 +259,8 @@ func (s *Service) scriptNotify(th *starlark.Thread, b *starlark.Builtin, args st
 	if err := starlark.UnpackPositionalArgs(b.Name(), args, kwargs, 1, &text); err != nil {
 		return nil, err
 	}
-	rc, err := runOf(th)
+	rc, err := enter(th)
 	if err != nil {
-		return nil, err
-	}
-	if err := rc.begin(); err != nil {
 		return nil, err
 	}
 	defer rc.mu.Unlock()
@@ -280,13 +287,10 @@ func (s *Service) scriptCommand(th *starlark.Thread, b *starlark.Builtin, args s
 	if err := starlark.UnpackPositionalArgs(b.Name(), args, kwargs, 2, &device, &verb); err != nil {
 		return nil, err
 	}
-	rc, err := runOf(th)
-	if err != nil {
-		return nil, err
-	}
 	// Held while the command is sent: once the run has ended, it sends
 	// nothing more.
-	if err := rc.begin(); err != nil {
+	rc, err := enter(th)
+	if err != nil {
 		return nil, err
 	}
 	defer rc.mu.Unlock()
