@@ -156,7 +156,10 @@ func (s *Service) send(p Principal, targets []target, verb, via string) ([]Comma
 	s.mu.Unlock()
 	for i, c := range cmds {
 		payload := fmt.Sprintf("%s %s %d", verb, c.ID, c.NotAfter.Unix())
-		if err := s.publish(DeviceTopic(c.Device), payload, s.ttl); err != nil {
+		// The message expires with the command: never written to the
+		// device at or after its not-after, even if it waits in the broker.
+		ttl := max(c.NotAfter.Sub(s.now()), time.Millisecond)
+		if err := s.publish(DeviceTopic(c.Device), payload, ttl); err != nil {
 			s.log.Error("send command", "device_id", c.Device, "cmd_id", c.ID, "error", err)
 			if cmds[i], err = s.finish(c.ID, StatusFailed, "", "could not be sent", "send failed"); err != nil {
 				return nil, err

@@ -30,6 +30,9 @@ const (
 	maxInflight = 64
 	// maxSessionExpiry bounds how long a disconnected session is kept.
 	maxSessionExpiry = 24 * 60 * 60
+	// MaxConnectSize bounds the CONNECT packet, the only one read before a
+	// login is accepted: ids, a user name, a token and a few properties.
+	MaxConnectSize = 4096
 )
 
 // Options configures a Broker.
@@ -43,6 +46,11 @@ type Options struct {
 	// TLS, when set, adds a listener on TLSAddr that speaks MQTT over TLS.
 	TLS     *tls.Config
 	TLSAddr string
+	// MessageTTL is the expiry of the server's messages published without
+	// one of their own (replies, notifications); default
+	// actions.DefaultCommandTTL. No server message waits for a client for
+	// longer.
+	MessageTTL time.Duration
 }
 
 // Broker is the MQTT side of Gatehouse. It implements actions.Publisher.
@@ -69,8 +77,12 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 	if opts.ConnectTimeout <= 0 {
 		opts.ConnectTimeout = DefaultConnectTimeout
 	}
+	if opts.MessageTTL <= 0 {
+		opts.MessageTTL = actions.DefaultCommandTTL
+	}
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketSize
+	caps.MaximumConnectPacketSize = MaxConnectSize
 	caps.MaximumClientWritesPending = maxWritesPending
 	caps.MaximumInflight = maxInflight
 	caps.ReceiveMaximum = maxInflight
@@ -139,6 +151,10 @@ func (b *Broker) TLSAddr() string {
 	return b.tls.ln.Addr().String()
 }
 
+// Sessions is the number of MQTT sessions the broker holds, live or kept
+// for a disconnected client.
+func (b *Broker) Sessions() int { return b.srv.Clients.Len() }
+
 // Addr is the bound TCP address.
 func (b *Broker) Addr() string { return b.tcp.ln.Addr().String() }
 
@@ -162,17 +178,25 @@ func (b *Broker) Close(timeout time.Duration) error {
 }
 
 // Publish sends payload to topic from the server itself at QoS 1, never
-// retained, with the MQTT 5 message expiry set to ttl when ttl > 0.
+// retained. Every message expires: after ttl, or Options.MessageTTL when
+// ttl <= 0. A message not yet written to its client by then, whether queued
+// behind a slow connection or parked behind a full MQTT 5 Receive Maximum
+// window, is dropped (third_party/mochi-mqtt-server, PATCHES.md); its
+// expiry is also sent as the MQTT 5 message expiry interval.
 func (b *Broker) Publish(topic string, payload []byte, ttl time.Duration) error {
+	if ttl <= 0 {
+		ttl = b.opts.MessageTTL
+	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},
 		TopicName:   topic,
 		Payload:     payload,
 		PacketID:    1, // never processed for the inline client, but must be valid
+		// The exact last second: a command's not-after, which the device
+		// reads from the payload, is this same second.
+		Expiry: time.Now().Add(ttl).Unix(),
 	}
-	if ttl > 0 {
-		pk.Properties.MessageExpiryInterval = uint32((ttl + time.Second - 1) / time.Second)
-	}
+	pk.Properties.MessageExpiryInterval = uint32((ttl + time.Second - 1) / time.Second)
 	return b.srv.InjectPacket(b.inline, pk)
 }
 

@@ -17,11 +17,30 @@ type hook struct {
 	mqtt.HookBase
 	svc *actions.Service
 	log *slog.Logger
-	ids sync.Map // *mqtt.Client → actions.Principal
+	ids sync.Map // *mqtt.Client → *conn
+
 	// owners maps a client id to the identity whose session it is, for as
 	// long as mochi keeps that session: another identity may not take it
 	// over and inherit its subscriptions and queued messages.
-	owners sync.Map // client id → "kind:id"
+	mu     sync.Mutex
+	owners map[string]*owner // client id → its owner
+}
+
+// conn is what the hook knows of one authenticated connection. Its fields
+// other than p are only touched on that connection's own goroutine.
+type conn struct {
+	p           actions.Principal
+	established bool // presence was started for it
+}
+
+// owner is the identity holding a client id and how many of its
+// connections are live. The entry goes when the last one ends with its
+// session (clean session) or when mochi expires the kept session, never
+// because one of several overlapping connections ended: under a takeover
+// the old connection ends after the new one has logged in.
+type owner struct {
+	id   string // "kind:id"
+	live int
 }
 
 func (h *hook) ID() string { return "gatehouse" }
@@ -42,7 +61,50 @@ func (h *hook) principal(cl *mqtt.Client) (actions.Principal, bool) {
 	if !ok {
 		return actions.Principal{}, false
 	}
-	return v.(actions.Principal), true
+	return v.(*conn).p, true
+}
+
+// claim records a live connection of who on client id, or reports false
+// when another identity holds that id.
+func (h *hook) claim(id, who string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.owners[id]
+	if o == nil {
+		if h.owners == nil {
+			h.owners = map[string]*owner{}
+		}
+		o = &owner{id: who}
+		h.owners[id] = o
+	}
+	if o.id != who {
+		return false
+	}
+	o.live++
+	return true
+}
+
+// release ends one live connection on client id; with sessionEnds, the id
+// is free once no connection holds it.
+func (h *hook) release(id string, sessionEnds bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o := h.owners[id]; o != nil {
+		o.live--
+		if o.live <= 0 && sessionEnds {
+			delete(h.owners, id)
+		}
+	}
+}
+
+// forget frees client id when no connection holds it: its kept session
+// has expired.
+func (h *hook) forget(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o := h.owners[id]; o != nil && o.live <= 0 {
+		delete(h.owners, id)
+	}
 }
 
 // OnConnectAuthenticate admits devices (client id = username = device id,
@@ -64,33 +126,43 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if kind == actions.PrincipalPair {
 		kind = actions.PrincipalDevice
 	}
-	owner := kind + ":" + p.ID
-	if prev, loaded := h.owners.LoadOrStore(cl.ID, owner); loaded && prev != owner {
+	if !h.claim(cl.ID, kind+":"+p.ID) {
 		h.svc.RefuseLogin(actions.ViaMQTT, p.ID, cl.Net.Remote, "client id in use by another identity")
 		return false
 	}
-	h.ids.Store(cl, p)
+	h.ids.Store(cl, &conn{p: p})
 	return true
 }
 
-// OnClientExpired forgets whose a session was once mochi drops it.
-func (h *hook) OnClientExpired(cl *mqtt.Client) { h.owners.Delete(cl.ID) }
+// OnClientExpired forgets whose a session was once mochi drops it (the
+// patched mochi calls it only for a session nobody has taken over).
+func (h *hook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
 
 // OnSessionEstablished starts presence.
 func (h *hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
-	if p, ok := h.principal(cl); ok {
-		h.svc.Connected(p, cl.Net.Remote)
+	if v, ok := h.ids.Load(cl); ok {
+		c := v.(*conn)
+		c.established = true
+		h.svc.Connected(c.p, cl.Net.Remote)
 	}
 }
 
 // OnDisconnect ends presence for this connection; under a session takeover
 // the new connection has already been counted, so the device stays online.
+// The patched mochi calls it for every connection whose login was accepted,
+// also one that failed before its session was established (a TCP reset
+// right after CONNECT), so nothing of it is left behind.
 func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
-	if expire && !cl.IsTakenOver() {
-		h.owners.Delete(cl.ID) // the session ends with the connection
+	v, ok := h.ids.LoadAndDelete(cl)
+	if !ok {
+		return
 	}
-	if v, ok := h.ids.LoadAndDelete(cl); ok {
-		h.svc.Disconnected(v.(actions.Principal), cl.Net.Remote)
+	// A session kept after its connection (expire false) keeps its owner
+	// until mochi expires it; OnClientExpired then releases it. The
+	// connection itself is released either way.
+	h.release(cl.ID, expire)
+	if c := v.(*conn); c.established {
+		h.svc.Disconnected(c.p, cl.Net.Remote)
 	}
 }
 
@@ -148,8 +220,29 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	payload := bytes.Clone(pk.Payload)
 	if err := h.svc.Dispatch(p, actions.ViaMQTT, payload); err != nil {
 		h.log.Debug("dispatch", "client_id", cl.ID, "error", err)
+		if actions.IsStorageFailure(err) {
+			return pk, notStored(cl, pk, err)
+		}
 	}
 	return pk, packets.CodeSuccessIgnore // consumed: acked, delivered to nobody
+}
+
+// notStored answers a publish whose action could not commit because the
+// data file cannot be written: it must not look acknowledged (DESIGN §7).
+// An MQTT 5 client gets a PUBACK with 0x97 Quota exceeded when the disk is
+// full, 0x80 Unspecified error for another write failure, and knows that
+// its message was not taken. Any other QoS 1 or 2 publish gets no PUBACK
+// (PUBREC) at all, so the client still holds it and sends it again when it
+// reconnects (MQTT-4.4.0-1); mochi answers nothing for ErrRejectPacket.
+// The store logs the failure, once per interval.
+func notStored(cl *mqtt.Client, pk packets.Packet, err error) error {
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+		if actions.ErrorCode(err) == actions.EStorageFull {
+			return packets.ErrQuotaExceeded
+		}
+		return packets.ErrUnspecifiedError
+	}
+	return packets.ErrRejectPacket
 }
 
 // refuse drops a publish. An MQTT 5 client gets the reason code in its

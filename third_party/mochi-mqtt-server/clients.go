@@ -195,6 +195,17 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
+			// GATEHOUSE PATCH: a message that expired while queued behind
+			// a slow connection is dropped, not written late.
+			if pk.FixedHeader.Type == packets.Publish && Expired(*pk, time.Now().Unix()) {
+				if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
+					atomic.AddInt64(&cl.ops.info.Inflight, -1)
+					cl.State.Inflight.IncreaseSendQuota()
+					cl.ops.hooks.OnQosDropped(cl, *pk)
+				}
+				atomic.AddInt32(&cl.State.outboundQty, -1)
+				continue
+			}
 			if err := cl.WritePacket(*pk); err != nil {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
@@ -306,8 +317,25 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	now := time.Now().Unix()
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
+			// GATEHOUSE PATCH: expired messages are dropped, parked ones
+			// wait for quota, and each one written takes quota.
+			if Expired(tk, now) {
+				if cl.State.Inflight.Delete(tk.PacketID) {
+					atomic.AddInt64(&cl.ops.info.Inflight, -1)
+					cl.ops.hooks.OnQosDropped(cl, tk)
+				}
+				continue
+			}
+			if cl.State.Inflight.IsParked(tk.PacketID) {
+				continue
+			}
+			if atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 && !cl.State.Inflight.TakeSendQuota() {
+				cl.State.Inflight.Park(tk)
+				continue
+			}
 			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
 		}
 
@@ -342,14 +370,21 @@ func (cl *Client) ClearInflights() {
 func (cl *Client) ClearExpiredInflights(now, maximumExpiry int64) []uint16 {
 	deleted := []uint16{}
 	for _, tk := range cl.State.Inflight.GetAll(false) {
-		expired := tk.ProtocolVersion == 5 && tk.Expiry > 0 && tk.Expiry < now // [MQTT-3.3.2-5]
+		expired := tk.ProtocolVersion == 5 && Expired(tk, now) // [MQTT-3.3.2-5] GATEHOUSE PATCH: Expired
 
 		// If the maximum message expiry interval is set (greater than 0), and the message
 		// retention period exceeds the maximum expiry, the message will be forcibly removed.
 		enforced := maximumExpiry > 0 && now-tk.Created > maximumExpiry
 
 		if expired || enforced {
+			// GATEHOUSE PATCH: an expired message that was written gives
+			// its send quota back (upstream leaked it, so a client with a
+			// small Receive Maximum stopped receiving anything).
+			parked := cl.State.Inflight.IsParked(tk.PacketID)
 			if ok := cl.State.Inflight.Delete(tk.PacketID); ok {
+				if !parked && (tk.FixedHeader.Type == packets.Publish || tk.FixedHeader.Type == packets.Pubrel) {
+					cl.State.Inflight.IncreaseSendQuota()
+				}
 				cl.ops.hooks.OnQosDropped(cl, tk)
 				atomic.AddInt64(&cl.ops.info.Inflight, -1)
 				deleted = append(deleted, tk.PacketID)

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,9 @@ type Capabilities struct {
 	MaximumClientWritesPending   int32           `yaml:"maximum_client_writes_pending" json:"maximum_client_writes_pending"`     // maximum number of pending message writes for a client
 	MaximumSessionExpiryInterval uint32          `yaml:"maximum_session_expiry_interval" json:"maximum_session_expiry_interval"` // maximum number of seconds to keep disconnected sessions
 	MaximumPacketSize            uint32          `yaml:"maximum_packet_size" json:"maximum_packet_size"`                         // maximum packet size, no limit if 0
+	// MaximumConnectPacketSize bounds the CONNECT packet, read before any
+	// login is accepted; 0 means MaximumPacketSize. GATEHOUSE PATCH.
+	MaximumConnectPacketSize uint32 `yaml:"maximum_connect_packet_size" json:"maximum_connect_packet_size"`
 	maximumPacketID              uint32          // unexported, used for testing only
 	ReceiveMaximum               uint16          `yaml:"receive_maximum" json:"receive_maximum"`                   // maximum number of concurrent qos messages per client
 	MaximumInflight              uint16          `yaml:"maximum_inflight" json:"maximum_inflight"`                 // maximum number of qos > 0 messages can be stored, 0(=8192)-65535
@@ -144,6 +148,13 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	// sessions serialises the changes of who holds a client id: a new
+	// connection inheriting (taking over) a session and adding itself to
+	// Clients, an ending connection removing its session, and the expiry of
+	// disconnected sessions. Without it an old connection's clean-up could
+	// remove the subscriptions and Clients entry of the connection that took
+	// its session over. GATEHOUSE PATCH.
+	sessions sync.Mutex
 }
 
 // loop contains interval tickers for the system events loop.
@@ -454,42 +465,55 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
-	sessionPresent := s.inheritClientSession(pk, cl)
+	// GATEHOUSE PATCH: inheriting the session and adding the client happen
+	// under s.sessions, and the connection being taken over is disconnected
+	// only afterwards (a write to it may block). From here on every way out
+	// runs OnDisconnect and the session clean-up below, so a connection that
+	// fails while being acknowledged leaves nothing behind.
+	s.sessions.Lock()
+	sessionPresent, old := s.inheritClientSession(pk, cl)
 	s.Clients.Add(cl) // [MQTT-4.1.0-1]
+	s.sessions.Unlock()
+	if old != nil {
+		_ = s.DisconnectClient(old, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	}
 
 	err = s.SendConnack(cl, code, sessionPresent, nil) // [MQTT-3.1.4-5] [MQTT-3.2.0-1] [MQTT-3.2.0-2] &[MQTT-3.14.0-1]
 	if err != nil {
-		return fmt.Errorf("ack connection packet: %w", err)
-	}
-
-	s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
-
-	if sessionPresent {
-		err = cl.ResendInflightMessages(true)
-		if err != nil {
-			return fmt.Errorf("resend inflight: %w", err)
+		err = fmt.Errorf("ack connection packet: %w", err)
+	} else {
+		s.loop.willDelayed.Delete(cl.ID) // [MQTT-3.1.3-9]
+		if sessionPresent {
+			if rerr := cl.ResendInflightMessages(true); rerr != nil {
+				err = fmt.Errorf("resend inflight: %w", rerr)
+			}
 		}
 	}
 
-	s.hooks.OnSessionEstablished(cl, pk)
-
-	err = cl.Read(s.receivePacket)
+	if err == nil {
+		s.hooks.OnSessionEstablished(cl, pk)
+		err = cl.Read(s.receivePacket)
+		if err != nil {
+			s.sendLWT(cl)
+		} else {
+			cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
+		}
+	}
 	if err != nil {
-		s.sendLWT(cl)
 		cl.Stop(err)
-	} else {
-		cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
 	}
 	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
 
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 	s.hooks.OnDisconnect(cl, err, expire)
 
+	s.sessions.Lock()
 	if expire && !cl.IsTakenOver() {
 		cl.ClearInflights()
 		s.UnsubscribeClient(cl)
 		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
+	s.sessions.Unlock()
 
 	return err
 }
@@ -505,6 +529,12 @@ func (s *Server) readConnectionPacket(cl *Client) (pk packets.Packet, err error)
 
 	if fh.Type != packets.Connect {
 		return pk, packets.ErrProtocolViolationRequireFirstConnect // [MQTT-3.1.0-1]
+	}
+
+	// GATEHOUSE PATCH: nothing larger than a CONNECT needs is read (and
+	// allocated) before the login is accepted.
+	if max := s.Options.Capabilities.MaximumConnectPacketSize; max > 0 && uint32(fh.Remaining) > max {
+		return pk, packets.ErrPacketTooLarge
 	}
 
 	pk, err = cl.ReadPacket(fh)
@@ -559,14 +589,18 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // inheritClientSession inherits the state of an existing client sharing the same
 // connection ID. If clean is true, the state of any previously existing client
 // session is abandoned.
-func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
+//
+// GATEHOUSE PATCH: the caller holds s.sessions, and disconnects the returned
+// client (the one taken over, or nil) once it has released it. The old
+// client is marked taken over before its lock is released, so its own
+// clean-up, which waits for s.sessions, leaves the new session alone.
+func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) (bool, *Client) {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
-			return false                           // [MQTT-3.2.2-3]
+			return false, existing                 // [MQTT-3.2.2-3]
 		}
 
 		existing.State.isTakenOver.Store(true)
@@ -593,14 +627,14 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 		s.Log.Debug("session taken over", "client", cl.ID, "old_remote", existing.Net.Remote, "new_remote", cl.Net.Remote)
 
-		return true // [MQTT-3.2.2-3]
+		return true, existing // [MQTT-3.2.2-3]
 	}
 
 	if atomic.LoadInt64(&s.Info.ClientsConnected) > atomic.LoadInt64(&s.Info.ClientsMaximum) {
 		atomic.AddInt64(&s.Info.ClientsMaximum, 1)
 	}
 
-	return false // [MQTT-3.2.2-2]
+	return false, nil // [MQTT-3.2.2-2]
 }
 
 // SendConnack returns a Connack packet to a client.
@@ -716,18 +750,31 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-	}
+	s.sendParked(cl)
 
 	return nil
+}
+
+// sendParked writes the client's parked messages while it has send quota,
+// dropping those that expired while they waited. Each written message
+// stays in flight until the client acknowledges it. GATEHOUSE PATCH:
+// upstream wrote at most one, deleted it from the in-flight messages at
+// once (so its PUBACK never gave the quota back) and never expired it.
+func (s *Server) sendParked(cl *Client) {
+	for cl.State.Inflight.ParkedLen() > 0 && cl.State.Inflight.TakeSendQuota() {
+		next, ok, dropped := cl.State.Inflight.TakeParked(time.Now().Unix())
+		for _, d := range dropped {
+			atomic.AddInt64(&s.Info.Inflight, -1)
+			s.hooks.OnQosDropped(cl, d)
+		}
+		if !ok {
+			cl.State.Inflight.IncreaseSendQuota()
+			return
+		}
+		if err := cl.WritePacket(next); err != nil {
+			return // the connection is gone; the message stays in flight for a resumed session
+		}
+	}
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -885,8 +932,10 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
 
+	// GATEHOUSE PATCH: the server's own messages may carry an exact expiry
+	// (unix seconds) set by the caller of InjectPacket.
 	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
-		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
+		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 && !(cl.Net.Inline && pk.Expiry > 0) {
 		pk.Expiry = pk.Created + expiry
 	}
 
@@ -1078,18 +1127,21 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+
+		// GATEHOUSE PATCH: with the client's Receive Maximum reached the
+		// message is parked with its own expiry (see sendParked).
+		flowControl := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
+		if flowControl && !cl.State.Inflight.TakeSendQuota() {
+			if ok := cl.State.Inflight.Park(out); ok {
+				atomic.AddInt64(&s.Info.Inflight, 1)
+				s.hooks.OnQosPublish(cl, out, out.Created, 0)
+			}
+			return out, nil
+		}
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
 			s.hooks.OnQosPublish(cl, out, out.Created, 0)
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
-			return out, nil
 		}
 	}
 
@@ -1104,7 +1156,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 {
-			cl.State.Inflight.Delete(out.PacketID) // packet was dropped due to irregular circumstances, so rollback inflight.
+			if cl.State.Inflight.Delete(out.PacketID) { // packet was dropped due to irregular circumstances, so rollback inflight.
+				atomic.AddInt64(&s.Info.Inflight, -1)
+			}
 			cl.State.Inflight.IncreaseSendQuota()
 		}
 		return out, packets.ErrPendingClientWritesExceeded
@@ -1707,8 +1761,14 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
-			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			// GATEHOUSE PATCH: only if the session was not taken over
+			// (and its id given to a new client) since GetAll.
+			s.sessions.Lock()
+			if current, ok := s.Clients.Get(id); ok && current == client {
+				s.hooks.OnClientExpired(client)
+				s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			}
+			s.sessions.Unlock()
 		}
 	}
 }
@@ -1733,10 +1793,12 @@ func (s *Server) clearExpiredRetainedMessages(now int64) {
 // clearExpiredInflights deletes any inflight messages which have expired.
 func (s *Server) clearExpiredInflights(now int64) {
 	for _, client := range s.Clients.GetAll() {
-		if deleted := client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval); len(deleted) > 0 {
-			for _, id := range deleted {
-				s.hooks.OnQosDropped(client, packets.Packet{PacketID: id})
-			}
+		// GATEHOUSE PATCH: ClearExpiredInflights calls OnQosDropped for
+		// each message itself (upstream called it a second time here) and
+		// gives back the send quota of those written; parked messages may
+		// then go out.
+		if deleted := client.ClearExpiredInflights(now, s.Options.Capabilities.MaximumMessageExpiryInterval); len(deleted) > 0 && !client.Closed() {
+			s.sendParked(client)
 		}
 	}
 }
