@@ -15,6 +15,14 @@ const (
 	EUnavailable  = "unavailable"
 	ETooMany      = "too_many_requests"
 	EInternal     = "internal"
+
+	// EStorageFull and EStorage say that a write was not committed because
+	// the data file could not be written: its disk is full (or over quota),
+	// or it failed otherwise (an I/O error, a read-only file system).
+	// Nothing of that write was kept, and nothing may be acknowledged as if
+	// it had been; the same request can succeed once the fault is gone.
+	EStorageFull = "storage_full"
+	EStorage     = "storage_failed"
 )
 
 // Error is the application error: Message is safe to show to a client.
@@ -41,6 +49,14 @@ func ErrorCode(err error) string {
 		return e.Code
 	}
 	return EInternal
+}
+
+// IsStorageFailure reports whether err says a write could not be committed
+// because the data file could not be written (EStorageFull, EStorage), as
+// opposed to a write the request itself made fail.
+func IsStorageFailure(err error) bool {
+	code := ErrorCode(err)
+	return code == EStorageFull || code == EStorage
 }
 
 // ErrorMessage returns the client-safe message of err: the message of its

@@ -170,6 +170,16 @@ var statusOf = map[string]int{
 	actions.EUnavailable:  http.StatusServiceUnavailable,
 	actions.ETooMany:      http.StatusTooManyRequests,
 	actions.EInternal:     http.StatusInternalServerError,
+	actions.EStorageFull:  http.StatusInsufficientStorage,
+	actions.EStorage:      http.StatusServiceUnavailable,
+}
+
+// retryAfter is the Retry-After (seconds) of answers to writes the data
+// file could not take: the server recovers by itself once it can write
+// again, so the same request may be sent again.
+var retryAfter = map[string]string{
+	actions.EStorageFull: "30",
+	actions.EStorage:     "10",
 }
 
 var codeOf = map[int]string{
@@ -182,6 +192,7 @@ var codeOf = map[int]string{
 	http.StatusUnsupportedMediaType:  actions.EInvalid,
 	http.StatusServiceUnavailable:    actions.EUnavailable,
 	http.StatusTooManyRequests:       actions.ETooMany,
+	http.StatusInsufficientStorage:   actions.EStorageFull,
 }
 
 // handleError writes every error as {"error":{"code","message"}}. Only the
@@ -209,8 +220,16 @@ func (s *server) handleError(err error, c echo.Context) {
 		body.Error.Code = actions.ErrorCode(err)
 		body.Error.Message = actions.ErrorMessage(err)
 		status = statusOf[body.Error.Code]
+		if v, ok := retryAfter[body.Error.Code]; ok {
+			c.Response().Header().Set(echo.HeaderRetryAfter, v)
+		}
 	}
-	if status >= 500 {
+	switch {
+	case actions.IsStorageFailure(err):
+		// The store logs failing writes once per interval; a line per
+		// request would repeat it thousands of times a minute.
+		s.log.Debug("http request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "error", err)
+	case status >= 500:
 		s.log.Error("http request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "error", err)
 	}
 	if c.Request().Method == http.MethodHead {
@@ -266,10 +285,20 @@ func (s *server) handleHealth(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// handleReady answers 200 while the store answers and its last write
+// committed, and 503 otherwise, with the reason: a full disk answers
+// {"error":{"code":"storage_full","message":"the server cannot write to its
+// data file: no space left on device (writes failing since …, N failed)"}}.
 func (s *server) handleReady(c echo.Context) error {
-	if err := s.svc.Ready(); err != nil {
-		s.log.Error("not ready", "error", err)
-		return actions.Errorf(actions.EUnavailable, "store not ready")
+	err := s.svc.Ready()
+	if err == nil {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	var body errorBody
+	body.Error.Code, body.Error.Message = actions.ErrorCode(err), actions.ErrorMessage(err)
+	if !actions.IsStorageFailure(err) {
+		s.log.Error("not ready", "error", err)
+		body.Error.Code, body.Error.Message = actions.EUnavailable, "store not ready"
+	}
+	return c.JSON(http.StatusServiceUnavailable, body)
 }
