@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,16 +25,9 @@ func (s *Service) AuthenticateBearer(token, remote string) (Principal, error) {
 		p, err = s.tokenPrincipal(tx, token)
 		return err
 	})
-	if terr := s.throttle.check(remote, p.ID, err == nil); terr != nil {
-		s.refuse(ViaREST, p.ID, remote, terr.Error())
-		return Principal{}, terr
+	if err := s.admit(ViaREST, p.ID, remote, err, Errorf(EUnauthorized, "invalid or missing bearer token")); err != nil {
+		return Principal{}, err
 	}
-	if err != nil {
-		s.throttle.fail(remote, "")
-		s.refuse(ViaREST, "", remote, ErrorMessage(err))
-		return Principal{}, Errorf(EUnauthorized, "invalid or missing bearer token")
-	}
-	s.throttle.ok(remote, p.ID)
 	s.touchToken(p.Token)
 	return p, nil
 }
@@ -86,16 +81,9 @@ func (s *Service) touchToken(id string) {
 // Repeated failures from one address or for one username are throttled.
 func (s *Service) AuthenticateMQTT(clientID, username string, password []byte, remote string) (Principal, error) {
 	p, err := s.authenticateMQTT(clientID, username, string(password))
-	if terr := s.throttle.check(remote, username, err == nil); terr != nil {
-		s.refuse(ViaMQTT, username, remote, terr.Error())
-		return Principal{}, terr
+	if err := s.admit(ViaMQTT, username, remote, err, Errorf(EUnauthorized, "bad username or password")); err != nil {
+		return Principal{}, err
 	}
-	if err != nil {
-		s.throttle.fail(remote, username)
-		s.refuse(ViaMQTT, username, remote, ErrorMessage(err))
-		return Principal{}, Errorf(EUnauthorized, "bad username or password")
-	}
-	s.throttle.ok(remote, username)
 	if p.Kind == PrincipalUser {
 		s.touchToken(p.Token)
 	}
@@ -105,6 +93,9 @@ func (s *Service) AuthenticateMQTT(clientID, username string, password []byte, r
 func (s *Service) authenticateMQTT(clientID, username, password string) (Principal, error) {
 	if clientID == "" || clientID == "inline" || username == "" || password == "" {
 		return Principal{}, Errorf(EUnauthorized, "missing identity")
+	}
+	if len(username) > maxLoginName {
+		return Principal{}, Errorf(EUnauthorized, "username longer than %d bytes", maxLoginName)
 	}
 	var p Principal
 	err := s.store.View(func(tx Tx) error {
@@ -155,7 +146,7 @@ func (s *Service) pairPrincipal(tx Tx, clientID, code string) (Principal, error)
 		return Principal{}, Errorf(EUnauthorized, "pairing code expired")
 	}
 	if !ValidID(clientID) {
-		return Principal{}, Errorf(EUnauthorized, "client id %q is not a valid device id", clientID)
+		return Principal{}, Errorf(EUnauthorized, "client id %q is not a valid device id", clip(clientID))
 	}
 	if _, err := tx.Device(clientID); err == nil {
 		return Principal{}, Errorf(EUnauthorized, "device id %q is taken", clientID)
@@ -170,22 +161,52 @@ func (s *Service) Expired(p Principal) bool {
 	return !p.Expires.IsZero() && !s.now().Before(p.Expires)
 }
 
-// RefuseLogin records a login the caller refused for its own reasons.
+// RefuseLogin records a login the caller refused for its own reasons (a
+// will, a client id in use). These refusals do not count as failed logins,
+// but they are recorded at most once per address and reportEvery, with the
+// number left out, since anyone can cause them at no cost.
 func (s *Service) RefuseLogin(via, username, remote, why string) {
-	s.refuse(via, username, remote, why)
+	if record, note := s.throttle.other(remote); record {
+		s.refuse(via, username, remote, why, note)
+	}
 }
 
-// refuse records a refused login. It is best effort: a failing store must
-// not turn a refusal into something else.
-func (s *Service) refuse(via, username, remote, why string) {
+// admit applies the throttle to a login as user from remote whose
+// credentials have been checked (checkErr nil: they are right). It records
+// what must be recorded and returns nil to let the login in, or the error
+// to answer: the throttle's, or wrong for wrong credentials.
+func (s *Service) admit(via, user, remote string, checkErr, wrong error) error {
+	v := s.throttle.check(remote, user, checkErr == nil)
+	if v.err != nil {
+		if v.record {
+			s.refuse(via, user, remote, v.err.Error(), v.note)
+		}
+		return v.err
+	}
+	if checkErr != nil {
+		note := s.throttle.fail(remote, user)
+		s.refuse(via, user, remote, ErrorMessage(checkErr), note)
+		return wrong
+	}
+	s.throttle.ok(remote, user)
+	return nil
+}
+
+// refuse records a refused login as an event and a log line; note, if any,
+// says how many refusals were left out since the last record. It is best
+// effort: a failing store must not turn a refusal into something else.
+func (s *Service) refuse(via, username, remote, why, note string) {
 	username = clip(username)
-	detail := fmt.Sprintf("%s from %s: %s", via, remote, why)
+	detail := fmt.Sprintf("%s from %s: %s", via, clip(remote), why)
+	if note != "" {
+		detail += " (" + note + ")"
+	}
 	if err := s.update(func(tx Tx) error {
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventLoginRefused, User: username, Via: via, Detail: detail})
 	}); err != nil {
 		s.log.Warn("record refused login", "error", err)
 	}
-	s.log.Info("login refused", "via", via, "username", username, "remote", remote, "reason", why)
+	s.log.Info("login refused", "via", via, "username", username, "remote", remote, "reason", why, "note", note)
 }
 
 // Throttling limits: past the free failures, each further failure doubles
@@ -196,7 +217,20 @@ const (
 	freePerUser = 10
 	maxBlock    = 15 * time.Minute
 	forgetAfter = time.Hour
-	maxTracked  = 100_000
+	// reportEvery: while an address or a username is blocked, one refused
+	// attempt per reportEvery is recorded (an event and a log line); the
+	// others are counted, and the count goes into the next record for that
+	// address or name. So a blocked client cannot turn its attempts into
+	// disk writes.
+	reportEvery = time.Minute
+	// maxTracked bounds each strike table and the table of known
+	// addresses; maxGoodPerUser bounds the addresses kept for one login.
+	maxTracked     = 50_000
+	maxGoodPerUser = 16
+	// maxLoginName is the longest user name or device id (ValidID): a
+	// longer name can never log in, is refused without a look-up and is
+	// never kept.
+	maxLoginName = 64
 )
 
 // throttle counts failed logins per source address and per username.
@@ -207,22 +241,67 @@ const (
 // from another address or even from behind the same NAT. Credentials are
 // checked first either way, but a refused attempt never says whether they
 // were right.
+//
+// Its memory is bounded whatever clients send: an IPv6 address counts as
+// its /64 (what one subscriber gets, so a host cannot pose as 2^64
+// sources), only names that could log in (maxLoginName) are kept, and each
+// table holds at most limit entries (see makeRoom for what goes first).
 type throttle struct {
 	mu     sync.Mutex
 	now    func() time.Time
+	limit  int // entries per table: maxTracked, smaller in tests
 	byAddr map[string]*strikes
 	byUser map[string]*strikes
 	good   map[string]map[string]time.Time // user → address → last success
+	nGood  int                             // entries in good, all users together
 }
 
 type strikes struct {
 	n     int
 	last  time.Time
 	until time.Time
+	// blocked limits the records of attempts refused by this block; other
+	// those of refusals that are not failed logins (RefuseLogin).
+	blocked, other report
+}
+
+// report limits how often something is recorded: at most once per
+// reportEvery, with the number of occurrences left out since.
+type report struct {
+	at    time.Time // last record
+	quiet int       // left out since
+}
+
+// due says whether an occurrence at now is recorded; if so, note tells how
+// many were left out before it.
+func (r *report) due(now time.Time, what string) (bool, string) {
+	if !r.at.IsZero() && now.Sub(r.at) < reportEvery {
+		r.quiet++
+		return false, ""
+	}
+	r.at = now
+	return true, r.take(what)
+}
+
+// take returns the note for the occurrences left out, if any, and forgets them.
+func (r *report) take(what string) string {
+	if r.quiet == 0 {
+		return ""
+	}
+	n := r.quiet
+	r.quiet = 0
+	return fmt.Sprintf("%d more %s not recorded", n, what)
+}
+
+// verdict is what the throttle decides about one attempt.
+type verdict struct {
+	err    error  // non-nil: refused for throttling
+	record bool   // the refusal is to be recorded
+	note   string // what was left out before it
 }
 
 func newThrottle(now func() time.Time) *throttle {
-	return &throttle{now: now, byAddr: map[string]*strikes{}, byUser: map[string]*strikes{},
+	return &throttle{now: now, limit: maxTracked, byAddr: map[string]*strikes{}, byUser: map[string]*strikes{},
 		good: map[string]map[string]time.Time{}}
 }
 
@@ -234,42 +313,91 @@ func host(remote string) string {
 	return remote
 }
 
+// addrKey is the source a remote address is throttled as: an IPv4 address,
+// or the /64 network of an IPv6 address.
+func addrKey(remote string) string {
+	a, err := netip.ParseAddr(host(remote))
+	if err != nil {
+		return clip(host(remote))
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
+// userKey says whether user is a name the throttle keeps strikes for.
+func userKey(user string) bool {
+	return user != "" && len(user) <= maxLoginName && !strings.EqualFold(user, PairUsername)
+}
+
 // check says whether an attempt by user from remote, whose credentials are
-// valid or not, must be refused for throttling. Valid credentials pass a
-// username's block (someone else guessed at that name) and pass an
-// address's block when the user has logged in from that address before.
-func (t *throttle) check(remote, user string, valid bool) error {
-	addr, now := host(remote), t.now()
+// valid or not, must be refused for throttling, and whether the refusal is
+// to be recorded. Valid credentials pass a username's block (someone else
+// guessed at that name) and pass an address's block when the user has
+// logged in from that address before.
+func (t *throttle) check(remote, user string, valid bool) verdict {
+	addr, now := addrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, known := t.good[user][addr]; valid && known && user != PairUsername {
-		return nil
+		return verdict{}
 	}
 	if s := t.byAddr[addr]; s != nil && now.Before(s.until) {
-		return Errorf(ETooMany, "too many failed logins from %s: retry in %s", addr, s.until.Sub(now).Round(time.Second))
+		v := verdict{err: Errorf(ETooMany, "too many failed logins from %s: retry in %s", addr, s.until.Sub(now).Round(time.Second))}
+		v.record, v.note = s.blocked.due(now, "throttled attempts from "+addr)
+		return v
 	}
-	if s := t.byUser[user]; !valid && user != "" && s != nil && now.Before(s.until) {
-		return Errorf(ETooMany, "too many failed logins for %q: retry in %s", user, s.until.Sub(now).Round(time.Second))
+	if s := t.byUser[user]; !valid && userKey(user) && s != nil && now.Before(s.until) {
+		v := verdict{err: Errorf(ETooMany, "too many failed logins for %q: retry in %s", user, s.until.Sub(now).Round(time.Second))}
+		v.record, v.note = s.blocked.due(now, fmt.Sprintf("throttled attempts for %q", user))
+		return v
 	}
-	return nil
+	return verdict{}
 }
 
-func (t *throttle) fail(remote, user string) {
-	addr, now := host(remote), t.now()
+// fail counts a failed login and returns the note of the refusals of its
+// address and name left out since their last record.
+func (t *throttle) fail(remote, user string) string {
+	addr, now := addrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.prune(now)
-	strike(t.byAddr, addr, freePerAddr, now)
-	if user != "" && !strings.EqualFold(user, PairUsername) {
-		strike(t.byUser, user, freePerUser, now)
+	s := t.strike(t.byAddr, addr, freePerAddr, now)
+	notes := []string{s.blocked.take("throttled attempts from " + addr)}
+	if userKey(user) {
+		s := t.strike(t.byUser, user, freePerUser, now)
+		notes = append(notes, s.blocked.take(fmt.Sprintf("throttled attempts for %q", user)))
 	}
+	return strings.Join(slices.DeleteFunc(notes, func(n string) bool { return n == "" }), "; ")
 }
 
-func strike(m map[string]*strikes, key string, free int, now time.Time) {
+// other says whether a refusal from remote that is not a failed login is
+// recorded, and with what note.
+func (t *throttle) other(remote string) (bool, string) {
+	addr, now := addrKey(remote), t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.byAddr[addr]
+	if s == nil {
+		t.makeRoom(t.byAddr, now)
+		s = &strikes{}
+		t.byAddr[addr] = s
+	}
+	return s.other.due(now, "refusals from "+addr)
+}
+
+// strike counts a failure against key in m and returns its record.
+func (t *throttle) strike(m map[string]*strikes, key string, free int, now time.Time) *strikes {
 	s := m[key]
-	if s == nil || now.Sub(s.last) > forgetAfter {
+	if s == nil {
+		t.makeRoom(m, now)
 		s = &strikes{}
 		m[key] = s
+	}
+	if now.Sub(s.last) > forgetAfter {
+		s.n, s.until = 0, time.Time{}
 	}
 	s.n++
 	s.last = now
@@ -277,36 +405,105 @@ func strike(m map[string]*strikes, key string, free int, now time.Time) {
 		block := time.Second << min(over-1, 20)
 		s.until = now.Add(min(block, maxBlock))
 	}
+	return s
 }
 
-func (t *throttle) ok(remote, user string) {
-	addr, now := host(remote), t.now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if user == "" || user == PairUsername {
+// makeRoom makes space for a new entry in m once it holds limit entries,
+// by dropping an eighth of them at once (so that a flood costs one sort per
+// limit/8 new sources, not one scan per attempt). First go the entries that
+// block nothing now, the oldest failure first: forgetting one gives a source
+// back at most its free attempts, which a new address gets anyway. Only if
+// every entry is a running block do blocks go, those ending soonest first:
+// to free one of its own sources an attacker must hold limit others blocked
+// at once (for a username, about limit × freePerUser refused logins), and
+// gains no more than the shortest block left. The other way round, refusing
+// every new source while the table is full, would let that same attacker
+// lock everyone out, which is worse for a door.
+func (t *throttle) makeRoom(m map[string]*strikes, now time.Time) {
+	if len(m) < t.limit {
 		return
 	}
-	if len(t.good) >= maxTracked {
-		clear(t.good) // forgetting known addresses only makes blocks stricter
+	type entry struct {
+		key     string
+		running bool
+		at      time.Time
+	}
+	all := make([]entry, 0, len(m))
+	for k, s := range m {
+		if now.Before(s.until) {
+			all = append(all, entry{k, true, s.until})
+		} else {
+			all = append(all, entry{k, false, s.last})
+		}
+	}
+	slices.SortFunc(all, func(a, b entry) int {
+		if a.running != b.running {
+			if a.running {
+				return 1
+			}
+			return -1
+		}
+		return a.at.Compare(b.at)
+	})
+	for _, e := range all[:len(m)-t.limit+max(t.limit/8, 1)] {
+		delete(m, e.key)
+	}
+}
+
+// ok remembers that user logged in from remote. Each user keeps its
+// maxGoodPerUser latest addresses, and all users together limit; past that
+// the oldest are forgotten, which only makes blocks stricter for them.
+func (t *throttle) ok(remote, user string) {
+	addr, now := addrKey(remote), t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !userKey(user) {
+		return
+	}
+	addrs := t.good[user]
+	if _, known := addrs[addr]; known {
+		addrs[addr] = now
+		return
+	}
+	if len(addrs) >= maxGoodPerUser {
+		var oldest string
+		for a, at := range addrs {
+			if oldest == "" || at.Before(addrs[oldest]) {
+				oldest = a
+			}
+		}
+		delete(addrs, oldest)
+		t.nGood--
+	}
+	if t.nGood >= t.limit {
+		t.forgetGood()
 	}
 	if t.good[user] == nil {
 		t.good[user] = map[string]time.Time{}
 	}
 	t.good[user][addr] = now
+	t.nGood++
 }
 
-// prune forgets old strikes once the maps grow large, so that a flood of
-// addresses cannot exhaust memory.
-func (t *throttle) prune(now time.Time) {
-	if len(t.byAddr)+len(t.byUser) < maxTracked {
-		return
+// forgetGood drops the oldest eighth of the known addresses.
+func (t *throttle) forgetGood() {
+	type entry struct {
+		user, addr string
+		at         time.Time
 	}
-	for _, m := range []map[string]*strikes{t.byAddr, t.byUser} {
-		for k, s := range m {
-			if now.Sub(s.last) > forgetAfter || now.After(s.until) {
-				delete(m, k)
-			}
+	all := make([]entry, 0, t.nGood)
+	for u, addrs := range t.good {
+		for a, at := range addrs {
+			all = append(all, entry{u, a, at})
 		}
+	}
+	slices.SortFunc(all, func(a, b entry) int { return a.at.Compare(b.at) })
+	for _, e := range all[:min(len(all), max(t.limit/8, 1))] {
+		delete(t.good[e.user], e.addr)
+		if len(t.good[e.user]) == 0 {
+			delete(t.good, e.user)
+		}
+		t.nGood--
 	}
 }
 
@@ -315,6 +512,9 @@ func (t *throttle) prune(now time.Time) {
 func (s *Service) AuthenticateDevice(id, secret, remote string) (Principal, error) {
 	var p Principal
 	err := s.store.View(func(tx Tx) error {
+		if len(id) > maxLoginName {
+			return Errorf(EUnauthorized, "device id longer than %d bytes", maxLoginName)
+		}
 		d, err := tx.Device(id)
 		if err != nil || secret == "" || subtle.ConstantTimeCompare(d.SecretHash, Hash(secret)) != 1 {
 			return Errorf(EUnauthorized, "wrong device id or secret")
@@ -322,15 +522,8 @@ func (s *Service) AuthenticateDevice(id, secret, remote string) (Principal, erro
 		p = Principal{Kind: PrincipalDevice, ID: d.ID}
 		return nil
 	})
-	if terr := s.throttle.check(remote, id, err == nil); terr != nil {
-		s.refuse(ViaREST, id, remote, terr.Error())
-		return Principal{}, terr
+	if err := s.admit(ViaREST, id, remote, err, Errorf(EUnauthorized, "wrong device id or secret")); err != nil {
+		return Principal{}, err
 	}
-	if err != nil {
-		s.throttle.fail(remote, id)
-		s.refuse(ViaREST, id, remote, ErrorMessage(err))
-		return Principal{}, Errorf(EUnauthorized, "wrong device id or secret")
-	}
-	s.throttle.ok(remote, id)
 	return p, nil
 }

@@ -77,7 +77,10 @@ func openScriptEnv(tb testing.TB, path string, change func(*actions.Config)) *sc
 		tb.Fatalf("store.Open: %v", err)
 	}
 	tb.Cleanup(func() { db.Close() })
-	cfg := actions.Config{Store: db, Location: time.UTC, Scripts: true}
+	// The time limit is far off unless a test sets it: what stops a script
+	// (steps, memory, a guard) must not depend on how busy the machine is.
+	// Tests of the time limit set their own.
+	cfg := actions.Config{Store: db, Location: time.UTC, Scripts: true, ScriptLimits: actions.ScriptLimits{Time: time.Minute}}
 	if change != nil {
 		change(&cfg)
 	}
@@ -358,8 +361,9 @@ l.extend([2])`, "tuple has no .extend field or method"},
 }
 
 // TestScriptSandbox tries to break out of each limit. Each attempt must be
-// stopped or refused quickly, tell the sender why, and, when the sandbox
-// stopped it, be an event.
+// stopped or refused by the limit it tries (the time limit is a minute
+// away, so none is stopped by the clock however busy the machine), tell the
+// sender why, and, when the sandbox stopped it, be an event.
 func TestScriptSandbox(t *testing.T) {
 	e := newScriptEnv(t, nil)
 	dev := e.online(t, "dev1", actions.KindLock)
@@ -415,11 +419,7 @@ func TestScriptSandbox(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			name := fmt.Sprintf("t%d", i)
 			e.put(t, name, tc.source)
-			start := time.Now()
 			got := e.send(tc.sender, name)
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("took %s", d)
-			}
 			topic := "todevice/" + tc.sender.ID
 			if tc.sender.Kind == actions.PrincipalUser {
 				topic = "toapp/" + tc.sender.ID
@@ -465,7 +465,9 @@ for i in range(10000):
     a == b`))
 	start := time.Now()
 	got := e.send(dev, "slow")
-	if d := time.Since(start); d < 300*time.Millisecond || d > time.Second {
+	// Not before its time; and long before the loop's own end (minutes),
+	// with room for a busy machine.
+	if d := time.Since(start); d < 300*time.Millisecond || d > 20*time.Second {
 		t.Errorf("stopped after %s, want about 300ms", d)
 	}
 	if len(got) != 1 || !strings.HasPrefix(got[0], "todevice/dev1 error script slow: ") || !strings.HasSuffix(got[0], "stopped: time limit") {
@@ -494,7 +496,7 @@ server.publish("scripts/stuck", "after")`))
 			e.svc.Dispatch(alice, actions.ViaMQTT, []byte("stuck"))
 		}()
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for actions.ScriptsStuck(e.svc) != 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -531,28 +533,42 @@ server.publish("scripts/stuck", "after")`))
 	wantMsgs(t, e.send(door, "ping"), "todevice/door pong")
 }
 
-// TestScriptResponsive: while one device's script burns its time, another
-// device's messages are answered at once.
+// TestScriptResponsive: while one device's script is under way, another
+// device's messages are answered: runs hold no lock that others wait for.
+// The busy run waits, inside a built-in, until the other device has had
+// all its answers, so the test does not depend on the machine's speed: if
+// runs were serialised it would never end (the watchdog fails it).
 func TestScriptResponsive(t *testing.T) {
 	e := newScriptEnv(t, nil)
+	entered, release := make(chan struct{}), make(chan struct{})
+	actions.AddScriptBuiltin(e.svc, "block", func() {
+		close(entered)
+		<-release
+	})
 	busy := e.online(t, "busy", actions.KindLock)
 	calm := e.online(t, "calm", actions.KindLock)
-	e.put(t, "spin", action("while True:\n    pass"))
+	e.put(t, "spin", action("block()\nwhile True:\n    pass"))
 	e.put(t, "ping", action(`return "todevice/" + msg.sender.id + " pong"`))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := 0; i < 5; i++ {
-			e.svc.Dispatch(busy, actions.ViaMQTT, []byte("spin"))
+		e.svc.Dispatch(busy, actions.ViaMQTT, []byte("spin"))
+	}()
+	<-entered
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		for range 20 {
+			e.svc.Dispatch(calm, actions.ViaMQTT, []byte("ping"))
 		}
 	}()
-	for i := 0; i < 20; i++ {
-		start := time.Now()
-		e.svc.Dispatch(calm, actions.ViaMQTT, []byte("ping"))
-		if d := time.Since(start); d > 200*time.Millisecond {
-			t.Errorf("ping %d took %s while another script spun", i, d)
-		}
+	select {
+	case <-pinged:
+	case <-time.After(time.Minute):
+		close(release)
+		t.Fatal("another device's script held up the pings")
 	}
+	close(release)
 	<-done
 	var pongs, stops int
 	for _, m := range e.pub.take() {
@@ -565,7 +581,7 @@ func TestScriptResponsive(t *testing.T) {
 			t.Errorf("unexpected %q", m)
 		}
 	}
-	if pongs != 20 || stops != 5 {
+	if pongs != 20 || stops != 1 {
 		t.Errorf("pongs %d, stops %d", pongs, stops)
 	}
 }
