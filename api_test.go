@@ -199,3 +199,23 @@ func TestWebSocket(t *testing.T) {
 		t.Error("websocket login with a wrong secret accepted")
 	}
 }
+
+// TestStatusAPI: an admin reads the process's runtime figures; nobody else.
+func TestStatusAPI(t *testing.T) {
+	s := startServer(t, "")
+	var st struct {
+		Goroutines int    `json:"goroutines"`
+		HeapBytes  uint64 `json:"heap_bytes"`
+	}
+	s.apiJSON("GET", "/api/v1/status", nil, http.StatusOK, &st)
+	if st.Goroutines <= 0 || st.HeapBytes == 0 {
+		t.Errorf("status %+v", st)
+	}
+	alice := s.createUser("alice", "member")
+	if code, body := s.as(alice, "GET", "/api/v1/status", nil); code != http.StatusForbidden {
+		t.Errorf("a member reads the status: %d %s", code, body)
+	}
+	if code, _ := s.api("GET", "/api/v1/status", "-", nil); code != http.StatusUnauthorized {
+		t.Errorf("anonymous status: %d", code)
+	}
+}

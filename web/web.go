@@ -125,6 +125,7 @@ func (s *server) routes() {
 	api.PUT("/actions/:name", s.handleScriptPut)
 	api.DELETE("/actions/:name", s.handleScriptDelete)
 	api.GET("/backup", s.handleBackup)
+	api.GET("/status", s.handleStatus)
 }
 
 const principalKey = "principal"
