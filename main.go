@@ -63,9 +63,16 @@ type config struct {
 	KeepPictures int
 	PictureMiB   int
 	LinkTTL      time.Duration
-	AdminToken   string
+	// KeepEvents (negative: no age limit) and KeepEventsMax bound the
+	// event log; commands and pictures go with their events.
+	KeepEvents    time.Duration
+	KeepEventsMax int
+	AdminToken    string
 	// Scripts runs actions added at run time (Starlark, DESIGN §8).
 	Scripts bool
+	// Limits on what clients can make the server spend (docs/security.md).
+	MQTTLimits                    broker.Limits
+	HTTPMaxConns, HTTPMaxConnsPer int
 	// scriptLimits bound each script run; zero fields are the defaults.
 	scriptLimits actions.ScriptLimits
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
@@ -114,6 +121,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case "backup", "restore", "export", "import":
 		return offline(cmd, args, getenv, stdout, stderr)
+	case "check", "compact":
+		return maintain(cmd, args, getenv, stdout, stderr)
 	}
 	return fmt.Errorf("unknown command %q (try: gatehouse help)", cmd)
 }
@@ -129,6 +138,8 @@ commands:
   restore FILE replace the data file with the backup FILE (server stopped)
   export [FILE] write the whole state as JSON to FILE or stdout
   import FILE  load a JSON export into an empty data dir
+  check        check the whole data file (server stopped); exit 1 if damaged
+  compact      rewrite the data file without its free pages (server stopped)
   version      print the version
 
 flags (each also an environment variable GATEHOUSE_<NAME>):`
@@ -159,11 +170,22 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&cfg.KeepPictures, "pictures-keep", envInt(env("pictures-keep", ""), actions.DefaultKeepPictures), "how many stranger pictures to keep; the oldest go first")
 	fs.IntVar(&cfg.PictureMiB, "pictures-mib", envInt(env("pictures-mib", ""), actions.DefaultPictureBytes>>20), "how many MiB of stranger pictures to keep; the oldest go first")
 	linkTTL := fs.String("link-ttl", env("link-ttl", "15m"), "how long a signed picture link works")
+	keepEvents := fs.String("keep-events", env("keep-events", "90d"), "how long events (with their commands and pictures) are kept, like 90d or 36h; 0 for no age limit")
+	fs.IntVar(&cfg.KeepEventsMax, "keep-events-max", envInt(env("keep-events-max", ""), actions.DefaultKeepEventsMax), "how many events are kept at most; the oldest go first")
 	scripts, err := strconv.ParseBool(env("scripts", "false"))
 	if err != nil {
 		return cfg, fmt.Errorf("GATEHOUSE_SCRIPTS %q: want true or false", env("scripts", ""))
 	}
 	fs.BoolVar(&cfg.Scripts, "scripts", scripts, "run actions added at run time as Starlark scripts (docs/scripts.md)")
+	lim := &cfg.MQTTLimits
+	fs.IntVar(&lim.MaxConnections, "max-connections", envInt(env("max-connections", ""), broker.DefaultMaxConnections), "logged-in MQTT connections; past it new logins are refused (reconnects never)")
+	fs.IntVar(&lim.MaxPending, "max-pending", envInt(env("max-pending", ""), broker.DefaultMaxPending), "MQTT connections not logged in yet, in total")
+	fs.IntVar(&lim.MaxPendingPerAddress, "max-pending-per-address", envInt(env("max-pending-per-address", ""), broker.DefaultMaxPendingPerAddress), "MQTT connections not logged in yet, from one address")
+	fs.IntVar(&lim.MaxSessionsPerUser, "max-sessions-per-user", envInt(env("max-sessions-per-user", ""), broker.DefaultMaxSessionsPerUser), "live MQTT connections of one person")
+	fs.IntVar(&lim.MessageBurst, "message-burst", envInt(env("message-burst", ""), broker.DefaultMessageBurst), "MQTT messages one device or person may send at once before --message-rate applies")
+	rateFlag := fs.Float64("message-rate", float64(envInt(env("message-rate", ""), broker.DefaultMessageRate)), "MQTT messages per second one device or person may send")
+	fs.IntVar(&cfg.HTTPMaxConns, "http-max-connections", envInt(env("http-max-connections", ""), web.DefaultMaxConnections), "open HTTP connections in total")
+	fs.IntVar(&cfg.HTTPMaxConnsPer, "http-max-per-address", envInt(env("http-max-per-address", ""), web.DefaultMaxConnectionsPerAddr), "open HTTP connections from one address")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, usage)
 		fs.PrintDefaults()
@@ -179,6 +201,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
 	}
+	lim.MessageRate = *rateFlag
+	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 ||
+		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 {
+		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --message-rate, --message-burst, --http-max-connections and --http-max-per-address must be positive")
+	}
 	d, err := time.ParseDuration(*ttl)
 	if err != nil || d < time.Second || d > actions.MaxCommandTTL {
 		return cfg, fmt.Errorf("--command-ttl %q: want a duration from 1s to %s", *ttl, actions.MaxCommandTTL)
@@ -191,6 +218,15 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return cfg, errors.New("--picture-max-mib (1-64), --pictures-keep and --pictures-mib must be positive")
 	}
 	cfg.PictureMax = int64(*pictureMax) << 20
+	if cfg.KeepEvents, err = actions.ParseAge(*keepEvents); err != nil || (cfg.KeepEvents != 0 && cfg.KeepEvents < actions.MinKeepEvents) {
+		return cfg, fmt.Errorf("--keep-events %q: want 0 (no age limit), days like 90d, or a duration of at least 1h", *keepEvents)
+	}
+	if cfg.KeepEvents == 0 {
+		cfg.KeepEvents = -1 // actions reads zero as the default
+	}
+	if cfg.KeepEventsMax < 1 {
+		return cfg, fmt.Errorf("--keep-events-max %d: want a positive number", cfg.KeepEventsMax)
+	}
 	if cfg.Location, err = time.LoadLocation(*tz); err != nil {
 		return cfg, fmt.Errorf("--timezone %q: %w", *tz, err)
 	}
@@ -282,13 +318,15 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if a.db, err = store.Open(filepath.Join(cfg.Data, "gatehouse.db")); err != nil {
+	if a.db, err = store.OpenWith(filepath.Join(cfg.Data, "gatehouse.db"),
+		store.Options{Logger: logger.With("component", "store")}); err != nil {
 		return nil, err
 	}
 	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
 		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now,
 		KeepPictures: cfg.KeepPictures, PictureBytes: cfg.PictureMiB << 20, LinkTTL: cfg.LinkTTL,
-		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits})
+		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits,
+		KeepEvents: cfg.KeepEvents, KeepEventsMax: cfg.KeepEventsMax})
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +340,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	}
 	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT,
 		Logger: logger.With("component", "broker"), ConnectTimeout: cfg.connectTimeout,
-		TLS: tlsConfig, TLSAddr: cfg.MQTTS})
+		TLS: tlsConfig, TLSAddr: cfg.MQTTS, MessageTTL: cfg.CommandTTL, Limits: cfg.MQTTLimits})
 	if err != nil {
 		return nil, err
 	}
@@ -310,6 +348,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	if err := a.svc.Open(); err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	a.svc.StartRetention()
 	token, err := a.svc.EnsureAdmin(cfg.AdminToken)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap admin: %w", err)
@@ -334,20 +373,24 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			MaxPicture: cfg.PictureMax,
 			Heartbeat:  cfg.heartbeat,
 		}),
-		ReadHeaderTimeout: 10 * time.Second,
-		// Bodies are small; no WriteTimeout, since ?wait= holds answers
-		// back on purpose. WebSocket connections set their own deadlines.
-		ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
+		// A client has 5 s for its headers and 30 s for its body; an idle
+		// keep-alive connection is closed after 15 s, so idle connections
+		// cannot pile up (docs/security.md). No WriteTimeout, since ?wait=
+		// holds answers back on purpose. WebSocket connections set their
+		// own deadlines.
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       15 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	a.http.TLSConfig = tlsConfig
 	go func() {
 		var err error
+		ln := web.LimitListener(a.httpLn, cfg.HTTPMaxConns, cfg.HTTPMaxConnsPer)
 		if tlsConfig != nil {
-			err = a.http.ServeTLS(a.httpLn, "", "")
+			err = a.http.ServeTLS(ln, "", "")
 		} else {
-			err = a.http.Serve(a.httpLn)
+			err = a.http.Serve(ln)
 		}
 		if !errors.Is(err, http.ErrServerClosed) {
 			a.httpErr <- err
@@ -457,11 +500,13 @@ func tokenCreate(args []string, getenv func(string) string, stdout, stderr io.Wr
 	if *data == "" {
 		*data = "./data"
 	}
-	if err := os.MkdirAll(*data, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	db, err := store.Open(filepath.Join(*data, "gatehouse.db"))
-	if err != nil {
+	db, err := store.OpenWith(filepath.Join(*data, "gatehouse.db"), store.Options{MustExist: true})
+	switch {
+	case errors.Is(err, store.ErrNoStore):
+		return noStore(*data)
+	case errors.Is(err, store.ErrInUse):
+		return fmt.Errorf("%w: stop the server first (a running server makes tokens with POST /api/v1/users/NAME/tokens)", err)
+	case err != nil:
 		return err
 	}
 	defer db.Close()
@@ -504,7 +549,7 @@ func offline(cmd string, args []string, getenv func(string) string, stdout, stde
 		return fmt.Errorf("usage: gatehouse %s [--data DIR] FILE", cmd)
 	}
 	switch cmd {
-	case "restore":
+	case "restore": // creates the data dir, and works on a damaged data file
 		kept, err := store.Restore(path, file)
 		if err != nil {
 			return err
@@ -524,14 +569,13 @@ func offline(cmd string, args []string, getenv func(string) string, stdout, stde
 		defer f.Close()
 		return store.Import(path, f)
 	}
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("no data file: %w", err)
-	}
-	db, err := store.Open(path)
-	if errors.Is(err, store.ErrInUse) {
+	db, err := store.OpenWith(path, store.Options{MustExist: true})
+	switch {
+	case errors.Is(err, store.ErrNoStore):
+		return noStore(*data)
+	case errors.Is(err, store.ErrInUse):
 		return fmt.Errorf("%w: stop the server first (a running server is backed up with GET /api/v1/backup)", err)
-	}
-	if err != nil {
+	case err != nil:
 		return err
 	}
 	defer db.Close()
@@ -550,4 +594,82 @@ func offline(cmd string, args []string, getenv func(string) string, stdout, stde
 		return err
 	}
 	return f.Close()
+}
+
+// noStore is the error of an offline command pointed at a data dir without
+// a store: it never makes one, since an empty store there would hide a
+// wrong --data.
+func noStore(dir string) error {
+	return fmt.Errorf("no data file in %s (%s is missing): check --data or GATEHOUSE_DATA; the server makes a new store on its first start",
+		dir, filepath.Join(dir, "gatehouse.db"))
+}
+
+// maintain runs `gatehouse check` and `gatehouse compact` on the data file
+// while no server holds it.
+func maintain(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("usage: gatehouse %s [--data DIR] (got %q)", cmd, fs.Args())
+	}
+	if *data == "" {
+		*data = "./data"
+	}
+	path := filepath.Join(*data, "gatehouse.db")
+	restore := fmt.Sprintf("restore a backup with: gatehouse restore --data %s FILE", *data)
+	inUse := func(err error) error {
+		return fmt.Errorf("%w: stop the server first", err)
+	}
+	if cmd == "compact" {
+		before, after, err := store.Compact(path)
+		switch {
+		case errors.Is(err, store.ErrNoStore):
+			return noStore(*data)
+		case errors.Is(err, store.ErrInUse):
+			return inUse(err)
+		case errors.Is(err, store.ErrDamaged):
+			return fmt.Errorf("compact: data file %w; nothing was changed; %s", err, restore)
+		case err != nil:
+			return err
+		}
+		fmt.Fprintf(stdout, "compacted %s: %s → %s\n", path, sizeText(before), sizeText(after))
+		return nil
+	}
+	r, err := store.Check(path)
+	switch {
+	case errors.Is(err, store.ErrNoStore):
+		return noStore(*data)
+	case errors.Is(err, store.ErrInUse):
+		return inUse(err)
+	case err != nil:
+		return err
+	}
+	if len(r.Problems) > 0 {
+		for _, p := range r.Problems {
+			fmt.Fprintf(stdout, "%s: %s\n", path, p)
+		}
+		return fmt.Errorf("check: data file %s is damaged (%s listed above); %s", path, plural(len(r.Problems), "problem"), restore)
+	}
+	fmt.Fprintf(stdout, "ok %s: %s, %d pages of %d bytes (%d free), schema version %d\n",
+		path, sizeText(r.Size), r.Pages, r.PageSize, r.FreePages, r.Schema)
+	return nil
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// sizeText writes a file size for people, with the exact byte count.
+func sizeText(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KiB (%d bytes)", float64(n)/(1<<10), n)
+	}
+	return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
 }

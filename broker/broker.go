@@ -51,6 +51,8 @@ type Options struct {
 	// actions.DefaultCommandTTL. No server message waits for a client for
 	// longer.
 	MessageTTL time.Duration
+	// Limits bound connections and messages; zero fields are defaults.
+	Limits Limits
 }
 
 // Broker is the MQTT side of Gatehouse. It implements actions.Publisher.
@@ -58,6 +60,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	inline *mqtt.Client
 	hook   *hook
+	gate   *gate
 	tcp    *tcpListener
 	tls    *tcpListener
 	ws     *wsListener
@@ -83,6 +86,10 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = MaxPacketSize
 	caps.MaximumConnectPacketSize = MaxConnectSize
+	opts.Limits = opts.Limits.withDefaults()
+	// mochi's own cap, above ours: the hook refuses logins past
+	// MaxConnections with a reason code, except reconnects.
+	caps.MaximumClients = int64(opts.Limits.MaxConnections) + int64(opts.Limits.MaxPending)
 	caps.MaximumClientWritesPending = maxWritesPending
 	caps.MaximumInflight = maxInflight
 	caps.ReceiveMaximum = maxInflight
@@ -103,8 +110,9 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 		wait: opts.ConnectTimeout,
 		opts: opts,
 		log:  opts.Logger,
-		hook: &hook{svc: svc, log: opts.Logger},
+		gate: newGate(opts.Limits),
 	}
+	b.hook = &hook{svc: svc, log: opts.Logger, srv: srv, gate: b.gate, limits: opts.Limits}
 	b.inline = srv.NewClient(nil, mqtt.LocalListener, mqtt.InlineClientId, true)
 	// The server's messages are stamped with its client's protocol
 	// version, and mochi honours a message expiry for queued messages only
@@ -123,8 +131,8 @@ func (b *Broker) Listen() error {
 	if err != nil {
 		return fmt.Errorf("mqtt listen on %s: %w", b.addr, err)
 	}
-	b.tcp = &tcpListener{id: "tcp", ln: ln, wait: b.wait}
-	b.ws = &wsListener{id: "ws", wait: b.wait}
+	b.tcp = &tcpListener{id: "tcp", ln: ln, wait: b.wait, gate: b.gate}
+	b.ws = &wsListener{id: "ws", wait: b.wait, gate: b.gate}
 	if err := b.srv.AddListener(b.tcp); err != nil {
 		ln.Close()
 		return err
@@ -134,7 +142,7 @@ func (b *Broker) Listen() error {
 		if err != nil {
 			return fmt.Errorf("mqtts listen on %s: %w", b.opts.TLSAddr, err)
 		}
-		b.tls = &tcpListener{id: "tls", ln: tls.NewListener(tln, b.opts.TLS), wait: b.wait}
+		b.tls = &tcpListener{id: "tls", ln: tls.NewListener(tln, b.opts.TLS), wait: b.wait, gate: b.gate}
 		if err := b.srv.AddListener(b.tls); err != nil {
 			tln.Close()
 			return err

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"log/slog"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/time/rate"
 
 	"gatehouse/actions"
 )
@@ -15,21 +17,31 @@ import (
 // dispatches "toserver" messages to the actions service.
 type hook struct {
 	mqtt.HookBase
-	svc *actions.Service
-	log *slog.Logger
-	ids sync.Map // *mqtt.Client → *conn
+	svc    *actions.Service
+	log    *slog.Logger
+	srv    *mqtt.Server
+	gate   *gate
+	limits Limits
+	ids    sync.Map // *mqtt.Client → *conn
 
 	// owners maps a client id to the identity whose session it is, for as
 	// long as mochi keeps that session: another identity may not take it
-	// over and inherit its subscriptions and queued messages.
+	// over and inherit its subscriptions and queued messages. idents
+	// counts the live connections of each identity ("kind:id") and holds
+	// its message rate; authed is the number of live logged-in connections.
 	mu     sync.Mutex
-	owners map[string]*owner // client id → its owner
+	owners map[string]*owner    // client id → its owner
+	idents map[string]*identity // "kind:id" → its connections and rate
+	authed int
 }
 
 // conn is what the hook knows of one authenticated connection. Its fields
-// other than p are only touched on that connection's own goroutine.
+// other than p, who and ident are only touched on that connection's own
+// goroutine.
 type conn struct {
 	p           actions.Principal
+	who         string // "kind:id", a pairing device counted as the device
+	ident       *identity
 	established bool // presence was started for it
 }
 
@@ -47,6 +59,7 @@ func (h *hook) ID() string { return "gatehouse" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
+		mqtt.OnConnect,
 		mqtt.OnConnectAuthenticate,
 		mqtt.OnACLCheck,
 		mqtt.OnSessionEstablished,
@@ -64,37 +77,81 @@ func (h *hook) principal(cl *mqtt.Client) (actions.Principal, bool) {
 	return v.(*conn).p, true
 }
 
-// claim records a live connection of who on client id, or reports false
-// when another identity holds that id.
-func (h *hook) claim(id, who string) bool {
+// claim records a live connection of who on client id and returns who's
+// counters, or nil when another identity holds that id.
+func (h *hook) claim(id, who string) *identity {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	o := h.owners[id]
 	if o == nil {
 		if h.owners == nil {
-			h.owners = map[string]*owner{}
+			h.owners, h.idents = map[string]*owner{}, map[string]*identity{}
 		}
 		o = &owner{id: who}
 		h.owners[id] = o
 	}
 	if o.id != who {
-		return false
+		return nil
 	}
 	o.live++
-	return true
+	ident := h.idents[who]
+	if ident == nil {
+		ident = &identity{rate: rate.NewLimiter(rate.Limit(h.limits.MessageRate), h.limits.MessageBurst)}
+		h.idents[who] = ident
+	}
+	ident.live++
+	h.authed++
+	return ident
 }
 
-// release ends one live connection on client id; with sessionEnds, the id
-// is free once no connection holds it.
-func (h *hook) release(id string, sessionEnds bool) {
+// release ends one live connection of who on client id; with sessionEnds,
+// the id is free once no connection holds it.
+func (h *hook) release(id, who string, sessionEnds bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.authed--
+	if ident := h.idents[who]; ident != nil {
+		if ident.live--; ident.live <= 0 {
+			delete(h.idents, who)
+		}
+	}
 	if o := h.owners[id]; o != nil {
 		o.live--
 		if o.live <= 0 && sessionEnds {
 			delete(h.owners, id)
 		}
 	}
+}
+
+// OnConnect applies the connection limits that need no login, answering
+// with a reason code: an over-long client id; a person at their session
+// limit; the broker at its connection limit. A client id that already
+// holds a session is never refused for the last two: a device or person
+// reconnecting takes their own session over.
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	code, why := packets.CodeSuccess, ""
+	h.mu.Lock()
+	held := h.owners[cl.ID] != nil
+	switch {
+	case len(cl.ID) > MaxClientIDLength:
+		code, why = packets.ErrClientIdentifierNotValid, "client id longer than 64 bytes"
+	case held:
+	case h.authed >= h.limits.MaxConnections:
+		code, why = packets.ErrServerBusy, "connection limit reached"
+	case h.idents[actions.PrincipalUser+":"+string(pk.Connect.Username)] != nil &&
+		h.idents[actions.PrincipalUser+":"+string(pk.Connect.Username)].live >= h.limits.MaxSessionsPerUser:
+		code, why = packets.ErrQuotaExceeded, "too many sessions for this user"
+	}
+	h.mu.Unlock()
+	if code == packets.CodeSuccess {
+		return nil
+	}
+	if cl.Properties.ProtocolVersion < 5 && code != packets.ErrClientIdentifierNotValid {
+		code = packets.ErrServerUnavailable // MQTT 3.1.1 has no busy or quota return code
+	}
+	h.svc.RefuseLogin(actions.ViaMQTT, string(pk.Connect.Username), cl.Net.Remote, why)
+	_ = h.srv.SendConnack(cl, code, false, nil)
+	return code
 }
 
 // forget frees client id when no connection holds it: its kept session
@@ -126,11 +183,16 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if kind == actions.PrincipalPair {
 		kind = actions.PrincipalDevice
 	}
-	if !h.claim(cl.ID, kind+":"+p.ID) {
+	who := kind + ":" + p.ID
+	ident := h.claim(cl.ID, who)
+	if ident == nil {
 		h.svc.RefuseLogin(actions.ViaMQTT, p.ID, cl.Net.Remote, "client id in use by another identity")
 		return false
 	}
-	h.ids.Store(cl, &conn{p: p})
+	h.ids.Store(cl, &conn{p: p, who: who, ident: ident})
+	if h.gate != nil {
+		h.gate.release(cl.Net.Conn) // logged in: no longer pending
+	}
 	return true
 }
 
@@ -160,8 +222,9 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	// A session kept after its connection (expire false) keeps its owner
 	// until mochi expires it; OnClientExpired then releases it. The
 	// connection itself is released either way.
-	h.release(cl.ID, expire)
-	if c := v.(*conn); c.established {
+	c := v.(*conn)
+	h.release(cl.ID, c.who, expire)
+	if c.established {
 		h.svc.Disconnected(c.p, cl.Net.Remote)
 	}
 }
@@ -201,9 +264,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the server's own publish: never dispatch again
 	}
-	p, ok := h.principal(cl)
+	v, ok := h.ids.Load(cl)
 	if !ok {
 		return pk, refuse(cl, pk, packets.ErrNotAuthorized)
+	}
+	c := v.(*conn)
+	p := c.p
+	if !c.ident.rate.Allow() {
+		h.overRate(c)
+		return pk, overRate(cl, pk)
 	}
 	if h.svc.Expired(p) {
 		h.log.Debug("publish refused: token expired", "client_id", cl.ID)
@@ -225,6 +294,37 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	return pk, packets.CodeSuccessIgnore // consumed: acked, delivered to nobody
+}
+
+// limitReportEvery: an identity publishing past its message rate is
+// recorded (an event and a log line) at most this often.
+const limitReportEvery = time.Minute
+
+// overRate counts a publish refused for c's message rate and records it
+// once per limitReportEvery for its identity.
+func (h *hook) overRate(c *conn) {
+	now := time.Now()
+	h.mu.Lock()
+	c.ident.refused++
+	n, report := c.ident.refused, now.Sub(c.ident.reported) >= limitReportEvery
+	if report {
+		c.ident.reported, c.ident.refused = now, 0
+	}
+	h.mu.Unlock()
+	if report {
+		h.svc.LimitReached(c.p, actions.ViaMQTT, "message rate", n)
+	}
+}
+
+// overRate answers a publish past its identity's message rate: an MQTT 5
+// client gets 0x96 Message rate too high; a v3 client gets no PUBACK, so
+// it keeps the message and sends it again when it reconnects instead of
+// believing it taken; QoS 0 is dropped.
+func overRate(cl *mqtt.Client, pk packets.Packet) error {
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+		return packets.ErrMessageRateTooHigh
+	}
+	return packets.ErrRejectPacket
 }
 
 // notStored answers a publish whose action could not commit because the

@@ -22,6 +22,7 @@ type tcpListener struct {
 	id    string
 	ln    net.Listener
 	wait  time.Duration // for CONNECT
+	gate  *gate         // connections not logged in yet
 	log   *slog.Logger
 	conns conns
 }
@@ -47,13 +48,19 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		if !l.gate.admit(conn) {
+			conn.Close() // too many connections not logged in yet: refused before any read
+			continue
+		}
 		if !l.conns.add(conn) {
+			l.gate.release(conn)
 			conn.Close()
 			return
 		}
 		_ = conn.SetDeadline(time.Now().Add(l.wait))
 		go func() {
 			defer l.conns.done(conn)
+			defer l.gate.release(conn)
 			if err := establish(l.id, conn); err != nil {
 				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)
 			}
@@ -127,6 +134,7 @@ func (c *conns) close(closeClients func()) {
 type wsListener struct {
 	id        string
 	wait      time.Duration // for CONNECT
+	gate      *gate         // connections not logged in yet
 	log       *slog.Logger
 	establish atomic.Pointer[listeners.EstablishFn]
 	conns     conns
@@ -168,7 +176,13 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // the upgrader has answered
 	}
 	defer c.Close()
+	// Only the frames of the CONNECT packet are read before the login.
+	c.SetReadLimit(MaxPacketSize + 16)
 	conn := &wsConn{Conn: c.NetConn(), c: c}
+	if !l.gate.admit(conn) {
+		return // too many connections not logged in yet
+	}
+	defer l.gate.release(conn)
 	if !l.conns.add(conn) {
 		return
 	}

@@ -1,0 +1,129 @@
+package broker
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limits bound what MQTT clients can make the broker spend (docs/security.md).
+// Zero fields take the defaults below.
+type Limits struct {
+	// MaxConnections bounds logged-in connections. A login over it is
+	// refused with "server busy", unless its client id already holds a
+	// session: a device or person reconnecting is never the one refused.
+	MaxConnections int
+	// MaxPending and MaxPendingPerAddress bound connections that have not
+	// logged in yet, in total and from one address; more are closed as soon
+	// as they are accepted, before anything is read.
+	MaxPending           int
+	MaxPendingPerAddress int
+	// MaxSessionsPerUser bounds one person's live connections (a device has
+	// one: its client id is its id).
+	MaxSessionsPerUser int
+	// MessageRate and MessageBurst are the token bucket of messages one
+	// identity may publish per second; past it publishes are refused.
+	MessageRate  float64
+	MessageBurst int
+}
+
+// Default limits, for a building or a small fleet on one machine.
+const (
+	DefaultMaxConnections       = 10000
+	DefaultMaxPending           = 1024
+	DefaultMaxPendingPerAddress = 32
+	DefaultMaxSessionsPerUser   = 16
+	DefaultMessageRate          = 20
+	DefaultMessageBurst         = 100
+	// MaxClientIDLength bounds client ids: device ids and person client ids
+	// are short, and the id is kept for as long as its session.
+	MaxClientIDLength = 64
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.MaxPending <= 0 {
+		l.MaxPending = DefaultMaxPending
+	}
+	if l.MaxPendingPerAddress <= 0 {
+		l.MaxPendingPerAddress = DefaultMaxPendingPerAddress
+	}
+	if l.MaxSessionsPerUser <= 0 {
+		l.MaxSessionsPerUser = DefaultMaxSessionsPerUser
+	}
+	if l.MessageRate <= 0 {
+		l.MessageRate = DefaultMessageRate
+	}
+	if l.MessageBurst <= 0 {
+		l.MessageBurst = DefaultMessageBurst
+	}
+	return l
+}
+
+// gate counts the connections of every listener that have not logged in
+// yet, per address and in total.
+type gate struct {
+	mu      sync.Mutex
+	limits  Limits
+	total   int
+	perAddr map[string]int
+	pending map[net.Conn]string // connection → its address, until it logs in or ends
+}
+
+func newGate(l Limits) *gate {
+	return &gate{limits: l, perAddr: map[string]int{}, pending: map[net.Conn]string{}}
+}
+
+// admit counts a new connection as pending, or reports false when its
+// address or the broker has too many pending already.
+func (g *gate) admit(conn net.Conn) bool {
+	addr := hostOf(conn.RemoteAddr())
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.total >= g.limits.MaxPending || g.perAddr[addr] >= g.limits.MaxPendingPerAddress {
+		return false
+	}
+	g.total++
+	g.perAddr[addr]++
+	g.pending[conn] = addr
+	return true
+}
+
+// release stops counting conn as pending: it logged in, or it ended.
+func (g *gate) release(conn net.Conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	addr, ok := g.pending[conn]
+	if !ok {
+		return
+	}
+	delete(g.pending, conn)
+	g.total--
+	if g.perAddr[addr]--; g.perAddr[addr] <= 0 {
+		delete(g.perAddr, addr)
+	}
+}
+
+func hostOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
+
+// identity is what the hook counts per logged-in identity: its live
+// connections and the token bucket its messages share.
+type identity struct {
+	live     int
+	rate     *rate.Limiter // safe for concurrent use
+	refused  int           // publishes over the rate since reported
+	reported time.Time
+}

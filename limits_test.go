@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	paho5 "github.com/eclipse/paho.golang/paho"
+)
+
+// The limits of docs/security.md, each leaned on: what a client over it
+// sees, and that devices and people who already hold a session are not the
+// ones refused.
+
+// dialFrom opens a TCP connection from loopback address src.
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// closedByServer reports whether the server closed c (EOF or reset) within
+// 5 s without sending anything.
+func closedByServer(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 16))
+	var ne net.Error
+	return n == 0 && err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// isOpen reports whether the server keeps c open for a moment.
+func isOpen(c net.Conn) bool {
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := c.Read(make([]byte, 16))
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestPendingConnectionsPerAddress(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) {
+		c.connectTimeout = time.Minute
+		c.MQTTLimits.MaxPendingPerAddress = 4
+	})
+	secret := s.createDevice("door", "lock")
+	for i := 0; i < 4; i++ { // idle connections that never log in
+		if c := dialFrom(t, "127.0.0.7", s.mqtt); !isOpen(c) {
+			t.Fatalf("pending connection %d refused under the limit", i)
+		}
+	}
+	if c := dialFrom(t, "127.0.0.7", s.mqtt); !closedByServer(c) {
+		t.Error("a fifth connection that has not logged in was kept from the same address")
+	}
+	// Another address, and a device: not affected.
+	if _, err := s.tryConnectFrom("127.0.0.8", "door", "door", secret); err != nil {
+		t.Errorf("a device from another address: %v", err)
+	}
+}
+
+func TestMaxConnectionsSparesReconnects(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { c.MQTTLimits.MaxConnections = 3 })
+	secrets := map[string]string{}
+	for i := 0; i < 4; i++ {
+		id := fmt.Sprintf("d%d", i)
+		secrets[id] = s.createDevice(id, "lock")
+	}
+	for i := 0; i < 3; i++ {
+		id := fmt.Sprintf("d%d", i)
+		s.connect(id, id, secrets[id])
+	}
+	_, err := s.tryConnect("d3", "d3", secrets["d3"])
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "unavailable") {
+		t.Errorf("a fourth device over the limit: %v, want refused as server unavailable", err)
+	}
+	// d0 reconnecting takes its own session over: never refused.
+	if _, err := s.tryConnect("d0", "d0", secrets["d0"]); err != nil {
+		t.Errorf("a device reconnecting at the limit: %v", err)
+	}
+}
+
+func TestSessionsPerUser(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { c.MQTTLimits.MaxSessionsPerUser = 2 })
+	alice := s.createUser("alice", "member")
+	s.connect("phone", "alice", alice)
+	s.connect("tablet", "alice", alice)
+	_, err := s.connect5("laptop", "alice", alice)
+	var ce *connackError
+	if !errors.As(err, &ce) || ce.code != 0x97 {
+		t.Errorf("a third session of alice: %v, want CONNACK 0x97 quota exceeded", err)
+	}
+	if _, err := s.tryConnect("phone", "alice", alice); err != nil {
+		t.Errorf("alice's phone reconnecting at her limit: %v", err)
+	}
+	bob := s.createUser("bob", "member")
+	if _, err := s.tryConnect("bob-phone", "bob", bob); err != nil {
+		t.Errorf("another person: %v", err)
+	}
+}
+
+func TestLongClientIDRefused(t *testing.T) {
+	s := startServer(t, "")
+	alice := s.createUser("alice", "member")
+	_, err := s.tryConnect(strings.Repeat("x", 65), "alice", alice)
+	if err == nil || !strings.Contains(err.Error(), "identifier") {
+		t.Errorf("a 65-byte client id: %v, want refused as an invalid identifier", err)
+	}
+	if _, err := s.tryConnect(strings.Repeat("x", 64), "alice", alice); err != nil {
+		t.Errorf("a 64-byte client id: %v", err)
+	}
+}
+
+// TestMessageRate: past its burst a device's publishes are refused (MQTT 5:
+// 0x96), recorded once, and a quiet device next to it is not slowed.
+func TestMessageRate(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) {
+		c.MQTTLimits.MessageRate = 0.01
+		c.MQTTLimits.MessageBurst = 3
+	})
+	noisy := s.createDevice("noisy", "lock")
+	quiet := s.device("quiet", s.createDevice("quiet", "lock"), "lock")
+	dev, err := s.connect5("noisy", "noisy", noisy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var ok, limited int
+	for i := 0; i < 10; i++ {
+		resp, err := dev.c.Publish(ctx, &paho5.Publish{Topic: "toserver", QoS: 1, Payload: []byte("state locked")})
+		switch {
+		case err == nil:
+			ok++
+		case resp != nil && resp.ReasonCode == 0x96:
+			limited++
+		default:
+			t.Fatalf("publish %d: %v %+v", i, err, resp)
+		}
+	}
+	if ok != 3 || limited != 7 {
+		t.Errorf("%d accepted, %d refused as too fast; want 3 and 7", ok, limited)
+	}
+	n := 0
+	for _, e := range s.events("type=limit") {
+		if e.Device == "noisy" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d limit events for 7 refusals, want 1", n)
+	}
+	t.Cleanup(ackLoop(t, quiet, "quiet", lockStates))
+	var c commandJSON
+	s.apiJSON("POST", "/api/v1/devices/quiet/lock?wait=10s", nil, http.StatusOK, &c)
+	if c.Status != "done" {
+		t.Errorf("the quiet device's command: %+v", c)
+	}
+}
+
+// TestMessageRateV3: a v3 device past its rate gets no PUBACK, so it does
+// not believe its report taken.
+func TestMessageRateV3(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) {
+		c.MQTTLimits.MessageRate = 0.01
+		c.MQTTLimits.MessageBurst = 1
+	})
+	d := s.connect("door", "door", s.createDevice("door", "lock"))
+	d.publish("toserver", false, "state locked") // within the burst
+	tok := d.c.Publish("toserver", 1, false, "state open")
+	if tok.WaitTimeout(time.Second) {
+		t.Errorf("a report past the rate was acknowledged (err %v)", tok.Error())
+	}
+}
+
+func TestHTTPConnectionsPerAddress(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { c.HTTPMaxConnsPer = 3 })
+	addr := strings.TrimPrefix(s.url, "http://")
+	for i := 0; i < 3; i++ {
+		if c := dialFrom(t, "127.0.0.9", addr); !isOpen(c) {
+			t.Fatalf("HTTP connection %d refused under the limit", i)
+		}
+	}
+	c := dialFrom(t, "127.0.0.9", addr)
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !closedByServer(c) {
+		t.Error("a fourth HTTP connection from one address was served")
+	}
+	if st, _ := s.api("GET", "/healthz", "-", nil); st != http.StatusOK {
+		t.Errorf("another address: %d", st)
+	}
+}
