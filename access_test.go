@@ -324,3 +324,195 @@ func TestTokens(t *testing.T) {
 		}
 	})
 }
+
+// A guest learns a device's live state (state, online, last seen) only
+// while one of their grants for it is open: outside their window, and once
+// their grant has ended, they still see the device exists (a command is
+// refused with 403, not 404) but not what it is doing. A member with a
+// window sees the live state at any time.
+func TestGuestSeesLiveStateOnlyInsideGrant(t *testing.T) {
+	clk := newClock(tuesday10)
+	s := startServerWith(t, "", func(c *config) { c.now = clk.now })
+	door := s.device("door", s.createDevice("door", "lock"), "lock")
+	door.publish("toserver", false, "state unlocked")
+	dave := s.createUser("dave", "guest") // Tuesday 10:00-11:00 only, once
+	cleo := s.createUser("cleo", "guest") // Tuesday mornings
+	mia := s.createUser("mia", "member")  // Tuesday mornings, as a member
+	s.grant(map[string]any{"user": "dave", "device": "door", "from": tuesday10, "until": tuesday10.Add(time.Hour)})
+	s.grant(map[string]any{"user": "cleo", "device": "door", "weekdays": []string{"tue"}, "hours": "09:00-12:00"})
+	s.grant(map[string]any{"user": "mia", "device": "door", "weekdays": []string{"tue"}, "hours": "09:00-12:00"})
+
+	// live reports what token reads of the door in GET /devices/door and in
+	// GET /devices.
+	live := func(token string) (one, listed deviceJSON) {
+		t.Helper()
+		st, body := s.as(token, "GET", "/api/v1/devices/door", nil)
+		if st != http.StatusOK {
+			t.Fatalf("GET /devices/door: %d %s", st, body)
+		}
+		json.Unmarshal([]byte(body), &one)
+		var l struct{ Items []deviceJSON }
+		_, body = s.as(token, "GET", "/api/v1/devices", nil)
+		json.Unmarshal([]byte(body), &l)
+		if len(l.Items) != 1 || l.Items[0].ID != "door" {
+			t.Fatalf("GET /devices: %s", body)
+		}
+		return one, l.Items[0]
+	}
+	// hidden fails unless token reads the door without its live state.
+	hidden := func(who, token string) {
+		t.Helper()
+		one, listed := live(token)
+		for _, d := range []deviceJSON{one, listed} {
+			if d.State != "unknown" || d.Online || !d.LastSeen.IsZero() || d.Name != "door" {
+				t.Errorf("%s, a guest outside every window, reads %+v", who, d)
+			}
+		}
+		if st, body := s.as(token, "POST", "/api/v1/devices/door/unlock", nil); st != http.StatusForbidden {
+			t.Errorf("%s unlocks outside the window: %d %s", who, st, body)
+		}
+	}
+	// shown fails unless token reads the door in the state want.
+	shown := func(who, token, want string) {
+		t.Helper()
+		one, listed := live(token)
+		for _, d := range []deviceJSON{one, listed} {
+			if d.State != want || !d.Online || d.LastSeen.IsZero() {
+				t.Errorf("%s reads %+v, want the live state %q", who, d, want)
+			}
+		}
+	}
+
+	shown("dave", dave, "unlocked")
+	shown("cleo", cleo, "unlocked")
+	shown("mia", mia, "unlocked")
+
+	clk.set(tuesday10.Add(24 * time.Hour)) // Wednesday: dave's grant over, the window closed
+	door.publish("toserver", false, "state locked")
+	hidden("dave", dave)
+	hidden("cleo", cleo)
+	shown("mia", mia, "locked")
+
+	clk.set(tuesday10.AddDate(0, 0, 28).Add(30 * time.Minute)) // four weeks later, Tuesday 10:30
+	door.publish("toserver", false, "state open")
+	hidden("dave", dave)
+	shown("cleo", cleo, "open")
+}
+
+// A guest, like a member, reads nothing of what happened before their
+// grant was made, even when it falls inside the grant's window.
+func TestGuestReadsNothingBeforeGrant(t *testing.T) {
+	clk := newClock(tuesday10.AddDate(0, 0, -7)) // a week earlier, also a Tuesday at 10
+	s := startServerWith(t, "", func(c *config) { c.now = clk.now })
+	door := s.device("door", s.createDevice("door", "lock"), "lock")
+	door.publish("toserver", false, "state open") // a week before the guest exists
+
+	clk.set(tuesday10)
+	carol := s.createUser("carol", "guest")
+	s.grant(map[string]any{"user": "carol", "device": "door", "weekdays": []string{"tue"}, "hours": "09:00-12:00"})
+	clk.add(time.Minute)
+	door.publish("toserver", false, "state locked") // inside her window, after her grant
+
+	var l struct{ Items []eventJSON }
+	st, body := s.as(carol, "GET", "/api/v1/events?device=door&type=state", nil)
+	if st != http.StatusOK {
+		t.Fatalf("events: %d %s", st, body)
+	}
+	json.Unmarshal([]byte(body), &l)
+	if len(l.Items) != 1 || l.Items[0].Detail != "locked" {
+		t.Errorf("a new guest reads %s, want only the state after her grant", body)
+	}
+}
+
+// A token made while logged in with an expiring token expires with it at
+// the latest: a token given for a day cannot be turned into a permanent
+// one, for oneself or, by an admin, for a new or existing user.
+func TestTokenMadeWithExpiringTokenExpiresWithIt(t *testing.T) {
+	clk := newClock(tuesday10)
+	s := startServerWith(t, "", func(c *config) { c.now = clk.now })
+	s.createUser("carol", "admin")
+	until := tuesday10.Add(24 * time.Hour)
+	var day struct{ Token string }
+	s.apiJSON("POST", "/api/v1/users/carol/tokens", map[string]any{"name": "contract", "expires": until}, http.StatusCreated, &day)
+
+	mint := func(path string, body map[string]any) (token string, expires time.Time) {
+		t.Helper()
+		st, b := s.as(day.Token, "POST", path, body)
+		if st != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", path, st, b)
+		}
+		var r struct {
+			Token   string
+			Expires time.Time
+		}
+		json.Unmarshal([]byte(b), &r)
+		return r.Token, r.Expires
+	}
+	forever, exp := mint("/api/v1/users/carol/tokens", map[string]any{"name": "forever"})
+	if !exp.Equal(until) {
+		t.Errorf("token without expiry made with a day token expires %v, want %v", exp, until)
+	}
+	later, exp := mint("/api/v1/users/carol/tokens", map[string]any{"name": "later", "expires": until.Add(time.Hour)})
+	if !exp.Equal(until) {
+		t.Errorf("token expiring after the day token expires %v, want %v", exp, until)
+	}
+	_, exp = mint("/api/v1/users/carol/tokens", map[string]any{"name": "sooner", "expires": until.Add(-time.Hour)})
+	if !exp.Equal(until.Add(-time.Hour)) {
+		t.Errorf("an earlier expiry is kept: %v", exp)
+	}
+	other, _ := mint("/api/v1/users/admin/tokens", map[string]any{"name": "spare"})
+	newUser, _ := mint("/api/v1/users", map[string]any{"name": "sock", "role": "admin"})
+
+	clk.set(until)
+	for name, tok := range map[string]string{"day": day.Token, "forever": forever, "later": later,
+		"another user's": other, "a new user's": newUser} {
+		if st, _ := s.as(tok, "GET", "/api/v1/devices", nil); st != http.StatusUnauthorized {
+			t.Errorf("%s token after the day token expired: %d", name, st)
+		}
+	}
+	// A token without expiry still makes tokens without one.
+	var perm struct{ Expires time.Time }
+	s.apiJSON("POST", "/api/v1/users/carol/tokens", map[string]any{"name": "admin-made"}, http.StatusCreated, &perm)
+	if !perm.Expires.IsZero() {
+		t.Errorf("a token made with a permanent token expires %v", perm.Expires)
+	}
+}
+
+// A member who paired a device stays its owner, but when an admin
+// restricts them to a window (deletes the open grant pairing made, gives a
+// Tuesday-morning one) they cannot grant themself a new, open one.
+func TestRestrictedOwnerCannotReGrantThemself(t *testing.T) {
+	clk := newClock(tuesday10)
+	s := startServerWith(t, "", func(c *config) { c.now = clk.now })
+	alice := s.createUser("alice", "member")
+	code := s.pairingCode(alice, "lock")
+	dev := s.connect("gate", "pair", code)
+	dev.subscribe("todevice/gate")
+	dev.publish("toserver", false, "hand_shake lock 1.0 Gate")
+	f := strings.Fields(dev.expect("todevice/gate credentials "))
+	dev.c.Disconnect(100)
+	gate := s.device("gate", f[3], "lock")
+	t.Cleanup(ackLoop(t, gate, "gate", lockStates))
+
+	// The admin restricts alice: her open grant goes, a window replaces it.
+	var l struct{ Items []struct{ ID, User string } }
+	s.apiJSON("GET", "/api/v1/grants", nil, http.StatusOK, &l)
+	for _, g := range l.Items {
+		if g.User == "alice" {
+			s.apiJSON("DELETE", "/api/v1/grants/"+g.ID, nil, http.StatusNoContent, nil)
+		}
+	}
+	s.grant(map[string]any{"user": "alice", "device": "gate", "weekdays": []string{"tue"}, "hours": "09:00-12:00"})
+
+	clk.set(tuesday10.Add(24 * time.Hour)) // Wednesday: outside her window
+	if st, body := s.as(alice, "POST", "/api/v1/devices/gate/unlock", nil); st != http.StatusForbidden {
+		t.Fatalf("alice outside her window: %d %s", st, body)
+	}
+	st, body := s.as(alice, "POST", "/api/v1/grants", map[string]any{"user": "alice", "device": "gate"})
+	if st == http.StatusCreated {
+		t.Errorf("alice granted herself an open grant: %s", body)
+	}
+	if st, body := s.as(alice, "POST", "/api/v1/devices/gate/unlock?wait=5s", nil); st == http.StatusOK {
+		t.Errorf("alice unlocks outside the window the admin gave her: %d %s", st, body)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
+	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
 // The limits of docs/security.md, each leaned on: what a client over it
@@ -196,5 +197,42 @@ func TestHTTPConnectionsPerAddress(t *testing.T) {
 	}
 	if st, _ := s.api("GET", "/healthz", "-", nil); st != http.StatusOK {
 		t.Errorf("another address: %d", st)
+	}
+}
+
+// TestPersistentSessionsPerUser: a person keeps at most
+// --max-persistent-per-user sessions after their connections end; taking
+// one of them over again is never refused.
+func TestPersistentSessionsPerUser(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { c.MQTTLimits.MaxPersistentPerUser = 2 })
+	alice := s.createUser("alice", "member")
+	keep := func(id string) error {
+		opts := paho.NewClientOptions().AddBroker("tcp://"+s.mqtt).SetClientID(id).SetProtocolVersion(4).
+			SetUsername("alice").SetPassword(alice).SetCleanSession(false).SetAutoReconnect(false).
+			SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		c := paho.NewClient(opts)
+		tok := c.Connect()
+		if !tok.WaitTimeout(10 * time.Second) {
+			return context.DeadlineExceeded
+		}
+		if tok.Error() != nil {
+			return tok.Error()
+		}
+		c.Disconnect(0) // the session stays
+		return nil
+	}
+	for _, id := range []string{"p1", "p2"} {
+		if err := keep(id); err != nil {
+			t.Fatalf("persistent session %s: %v", id, err)
+		}
+	}
+	if err := keep("p3"); err == nil {
+		t.Error("a third persistent session was kept")
+	}
+	if err := keep("p1"); err != nil {
+		t.Errorf("resuming a kept session: %v", err)
+	}
+	if _, err := s.tryConnect("p4", "alice", alice); err != nil { // clean: not limited by this
+		t.Errorf("a clean session: %v", err)
 	}
 }

@@ -182,6 +182,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&lim.MaxPending, "max-pending", envInt(env("max-pending", ""), broker.DefaultMaxPending), "MQTT connections not logged in yet, in total")
 	fs.IntVar(&lim.MaxPendingPerAddress, "max-pending-per-address", envInt(env("max-pending-per-address", ""), broker.DefaultMaxPendingPerAddress), "MQTT connections not logged in yet, from one address")
 	fs.IntVar(&lim.MaxSessionsPerUser, "max-sessions-per-user", envInt(env("max-sessions-per-user", ""), broker.DefaultMaxSessionsPerUser), "live MQTT connections of one person")
+	fs.IntVar(&lim.MaxPersistentPerUser, "max-persistent-per-user", envInt(env("max-persistent-per-user", ""), broker.DefaultMaxPersistentPerUser), "MQTT sessions one person keeps after disconnecting")
 	fs.IntVar(&lim.MessageBurst, "message-burst", envInt(env("message-burst", ""), broker.DefaultMessageBurst), "MQTT messages one device or person may send at once before --message-rate applies")
 	rateFlag := fs.Float64("message-rate", float64(envInt(env("message-rate", ""), broker.DefaultMessageRate)), "MQTT messages per second one device or person may send")
 	fs.IntVar(&cfg.HTTPMaxConns, "http-max-connections", envInt(env("http-max-connections", ""), web.DefaultMaxConnections), "open HTTP connections in total")
@@ -202,9 +203,9 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 		return cfg, fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
 	}
 	lim.MessageRate = *rateFlag
-	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 ||
+	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
 		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 {
-		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --message-rate, --message-burst, --http-max-connections and --http-max-per-address must be positive")
+		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections and --http-max-per-address must be positive")
 	}
 	d, err := time.ParseDuration(*ttl)
 	if err != nil || d < time.Second || d > actions.MaxCommandTTL {

@@ -10,9 +10,13 @@ import "time"
 //   - a person sees the devices they hold a grant for (pairing a device
 //     grants it to the person who made the code); a member reads (events,
 //     notifications, pictures) what happened to a granted device since the
-//     grant was made, a guest only what falls inside a grant's window and
-//     only while a window is open; both operate a granted device while a
-//     grant's window is open.
+//     grant was made, a guest only what falls inside a grant's window since
+//     that grant was made, and only while a window is open; both operate a
+//     granted device while a grant's window is open;
+//   - a guest learns a device's live state (state, online, last seen,
+//     desired state) only while one of their grants for it is open: outside
+//     every window, and once a grant has ended, the device is shown without
+//     them (see show), so that access ends when the window does.
 type viewer struct {
 	p      Principal
 	grants map[string][]Grant // device id → the principal's grants
@@ -76,7 +80,33 @@ func (v viewer) reads(d Device, at time.Time) bool {
 	if v.activeGrant(d.ID, v.now) == "" {
 		return false
 	}
-	return v.activeGrant(d.ID, at) != ""
+	for _, g := range v.grants[d.ID] { // as members: nothing from before the grant
+		if !at.Before(g.Created) && g.ActiveAt(at, v.loc) {
+			return true
+		}
+	}
+	return false
+}
+
+// live reports whether the principal may learn d's live state now: its
+// state, presence, last activity and desired state.
+func (v viewer) live(d Device) bool {
+	if !v.sees(d) {
+		return false
+	}
+	if v.p.Kind == PrincipalUser && v.p.Role == RoleGuest {
+		return v.activeGrant(d.ID, v.now) != ""
+	}
+	return true
+}
+
+// show is d as the principal may see it: without its live state when the
+// principal may not learn it now (a guest outside every window).
+func (v viewer) show(d Device) Device {
+	if !v.live(d) {
+		d.State, d.Online, d.LastSeen, d.Desired = "unknown", false, time.Time{}, ""
+	}
+	return d
 }
 
 // activeGrant returns the id of a grant for device id open at t, or "".

@@ -1,17 +1,26 @@
 package actions
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // subscriberBuffer is how many events a live subscriber may lag behind
 // before it is dropped.
 const subscriberBuffer = 256
 
-// Subscription receives every event committed after it was made. Its
-// channel is closed when the subscriber fell too far behind (a slow client
-// is dropped rather than slowing the server) or the service closed.
+// Subscription receives every event committed after it was made, for one
+// principal. Its channel is closed when the subscriber fell too far behind
+// (a slow client is dropped rather than slowing the server), when the
+// principal's access ended (its token revoked or expired, its user
+// deleted) or when the service closed. Access ending also discards the
+// events still queued, so nothing committed after that moment is read.
 type Subscription struct {
 	C <-chan Event
 	c chan Event
+	p Principal
+	// expiry ends the subscription when p's token expires.
+	expiry *time.Timer
 }
 
 // bus hands committed events to live subscribers (SSE streams).
@@ -21,13 +30,15 @@ type bus struct {
 	closed bool
 }
 
-// Subscribe starts a subscription; end it with Unsubscribe.
-func (s *Service) Subscribe() *Subscription {
+// Subscribe starts a subscription for p; end it with Unsubscribe. It is
+// ended by the service when p may no longer read: at once when p's token
+// is revoked or p's user deleted, and when the token expires.
+func (s *Service) Subscribe(p Principal) *Subscription {
 	c := make(chan Event, subscriberBuffer)
-	sub := &Subscription{C: c, c: c}
+	sub := &Subscription{C: c, c: c, p: p}
 	s.bus.mu.Lock()
 	defer s.bus.mu.Unlock()
-	if s.bus.closed {
+	if s.bus.closed || s.Expired(p) {
 		close(c)
 		return sub
 	}
@@ -35,7 +46,25 @@ func (s *Service) Subscribe() *Subscription {
 		s.bus.subs = map[*Subscription]struct{}{}
 	}
 	s.bus.subs[sub] = struct{}{}
+	if !p.Expires.IsZero() {
+		sub.expiry = time.AfterFunc(p.Expires.Sub(s.now()), func() { s.expireSubscription(sub) })
+	}
 	return sub
+}
+
+// expireSubscription ends sub once its token has expired by the service's
+// clock; a timer that fired early (the clock was set back) is armed again.
+func (s *Service) expireSubscription(sub *Subscription) {
+	s.bus.mu.Lock()
+	defer s.bus.mu.Unlock()
+	if _, ok := s.bus.subs[sub]; !ok {
+		return
+	}
+	if left := sub.p.Expires.Sub(s.now()); left > 0 {
+		sub.expiry.Reset(left)
+		return
+	}
+	s.bus.drop(sub, true)
 }
 
 // Unsubscribe ends sub.
@@ -43,8 +72,31 @@ func (s *Service) Unsubscribe(sub *Subscription) {
 	s.bus.mu.Lock()
 	defer s.bus.mu.Unlock()
 	if _, ok := s.bus.subs[sub]; ok {
-		delete(s.bus.subs, sub)
-		close(sub.c)
+		s.bus.drop(sub, false)
+	}
+}
+
+// drop removes sub and closes its channel; discard also empties it, for
+// a principal whose access ended. The caller holds b.mu.
+func (b *bus) drop(sub *Subscription, discard bool) {
+	delete(b.subs, sub)
+	if sub.expiry != nil {
+		sub.expiry.Stop()
+	}
+	for discard && len(sub.c) > 0 {
+		<-sub.c
+	}
+	close(sub.c)
+}
+
+// end ends, at once, the subscriptions of every principal that matches.
+func (b *bus) end(match func(Principal) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for sub := range b.subs {
+		if match(sub.p) {
+			b.drop(sub, true)
+		}
 	}
 }
 
@@ -55,13 +107,11 @@ func (b *bus) publish(events []Event) {
 		for _, e := range events {
 			select {
 			case sub.c <- e:
+				continue
 			default: // too slow: drop it, it can resume with Last-Event-ID
-				delete(b.subs, sub)
-				close(sub.c)
+				b.drop(sub, false)
 			}
-			if _, ok := b.subs[sub]; !ok {
-				break
-			}
+			break
 		}
 	}
 }
@@ -71,8 +121,7 @@ func (b *bus) close() {
 	defer b.mu.Unlock()
 	b.closed = true
 	for sub := range b.subs {
-		delete(b.subs, sub)
-		close(sub.c)
+		b.drop(sub, false)
 	}
 }
 
@@ -94,11 +143,22 @@ func (r *recordingTx) AppendEvent(e *Event) error {
 // update is store.Update that publishes the events fn appended after the
 // commit. Every write of the service goes through it.
 func (s *Service) update(fn func(Tx) error) error {
+	return s.updateEnding(fn, nil)
+}
+
+// updateEnding is update that, once fn has committed and before its events
+// are published, ends the subscriptions of the principals that lost their
+// access in it (ends, which may read what fn set, says which). So a revoked
+// or deleted principal's stream reads nothing from its own revocation on.
+func (s *Service) updateEnding(fn func(Tx) error, ends func(Principal) bool) error {
 	var rec *recordingTx
 	err := s.store.Update(func(tx Tx) error {
 		rec = &recordingTx{Tx: tx} // fn may run again: start afresh
 		return fn(rec)
 	})
+	if err == nil && ends != nil {
+		s.bus.end(ends)
+	}
 	if err == nil && len(rec.events) > 0 {
 		s.bus.publish(rec.events)
 	}

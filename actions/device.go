@@ -185,7 +185,7 @@ func (s *Service) Devices(p Principal) ([]Device, error) {
 		all, err := tx.Devices()
 		for _, d := range all {
 			if v.sees(d) {
-				out = append(out, s.withPresence(d))
+				out = append(out, v.show(s.withPresence(d)))
 			}
 		}
 		return err
@@ -197,7 +197,9 @@ func (s *Service) Devices(p Principal) ([]Device, error) {
 func (s *Service) Device(p Principal, id string) (Device, error) {
 	var d Device
 	err := s.store.View(func(tx Tx) (err error) {
-		d, _, err = s.visibleDevice(tx, p, id)
+		var v viewer
+		d, v, err = s.visibleDevice(tx, p, id)
+		d = v.show(d)
 		return err
 	})
 	return d, err

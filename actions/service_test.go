@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -587,7 +588,9 @@ func TestIdentitySpoofing(t *testing.T) {
 var commandRE = regexp.MustCompile(`^(lock|unlock|on|off) ([0-9a-f]{16}) (\d+)$`)
 
 func TestSendCommand(t *testing.T) {
-	const ttl = time.Second
+	// Long enough that no command expires while a busy machine runs a
+	// subtest; ExpiredThenLateAck uses its own short one.
+	const ttl = time.Minute
 	t.Run("ErrOffline", func(t *testing.T) {
 		e := newEnv(t, ttl)
 		e.newDevice(t, "lock1", actions.KindLock)
@@ -620,8 +623,9 @@ func TestSendCommand(t *testing.T) {
 		if msg.Topic != "todevice/lock1" || m == nil || m[1] != "lock" || m[2] != c.ID || m[3] != strconv.FormatInt(c.NotAfter.Unix(), 10) {
 			t.Errorf("published %v, want todevice/lock1 \"lock %s %d\"", msg, c.ID, c.NotAfter.Unix())
 		}
-		if msg.TTL != ttl {
-			t.Errorf("message ttl = %s, want %s", msg.TTL, ttl)
+		// The message expires with the command: what is left of its ttl.
+		if msg.TTL <= 0 || msg.TTL > ttl {
+			t.Errorf("message ttl = %s, want at most %s", msg.TTL, ttl)
 		}
 		if p := e.pending(t); len(p) != 1 || p[0].ID != c.ID {
 			t.Errorf("pending = %+v, want the command", p)
@@ -703,6 +707,7 @@ func TestSendCommand(t *testing.T) {
 	})
 	t.Run("ExpiredThenLateAck", func(t *testing.T) {
 		t.Parallel()
+		const ttl = time.Second
 		e := newEnv(t, ttl)
 		e.newOnline(t, "lock1", actions.KindLock)
 		start := time.Now()
@@ -980,9 +985,20 @@ func TestSendAll(t *testing.T) {
 		}
 	})
 	t.Run("ErrUsage", func(t *testing.T) {
-		for _, p := range []string{"on", "off all", "lock lockA lockC"} {
+		for _, p := range []string{"on", "off all", "on all myapp 2026-12-02T10:00:00"} {
 			wantCode(t, e.dispatch(e.admin, p), actions.EInvalid)
 			wantOnly(t, e.pub.take(), "toapp/admin", "error ")
+		}
+	})
+	t.Run("PrototypeWords", func(t *testing.T) {
+		// The shipped app's `unlock <device> <app> <datetime>`: the words
+		// after the device id are ignored, whatever they are.
+		for _, p := range []string{"unlock lockA myapp 2026-12-02T10:00:00", "lock lockA lockC"} {
+			if err := e.dispatch(e.admin, p); err != nil {
+				t.Fatalf("%s: %v", p, err)
+			}
+			verb := strings.Fields(p)[0]
+			wantOnly(t, e.pub.take(), "todevice/lockA", verb+" ")
 		}
 	})
 	t.Run("ErrFromDevice", func(t *testing.T) {
@@ -1090,20 +1106,27 @@ func TestAuthenticateThrottled(t *testing.T) {
 			_, err = e.svc.AuthenticateMQTT("lock1", "lock1", []byte("guess"), attacker)
 		}
 		wantCode(t, err, actions.ETooMany)
-		// Guessing right does not help while the address is blocked,
-		// whatever the port or the way in, and the answer does not say
-		// whether the guess was right.
+		// A person's right token does not help while the address is
+		// blocked, whatever the port or the way in, and the answer does
+		// not say whether it was right.
 		before := refused()
-		_, err = e.svc.AuthenticateMQTT("lock1", "lock1", []byte(secret), "198.51.100.9:4321")
+		_, err = e.svc.AuthenticateBearer(adminToken, "198.51.100.9:4321")
 		wantCode(t, err, actions.ETooMany)
-		_, errWrong := e.svc.AuthenticateMQTT("lock1", "lock1", []byte("guess"), "198.51.100.9:4321")
+		_, errWrong := e.svc.AuthenticateBearer("guess", "198.51.100.9:4321")
 		if actions.ErrorCode(errWrong) != actions.ErrorCode(err) {
-			t.Errorf("blocked right guess %v, wrong guess %v: they differ", err, errWrong)
+			t.Errorf("blocked right token %v, wrong token %v: they differ", err, errWrong)
 		}
-		_, err = e.svc.AuthenticateBearer(adminToken, attacker)
+		_, err = e.svc.AuthenticateMQTT("lock1", "lock1", []byte("guess"), "198.51.100.9:4321")
 		wantCode(t, err, actions.ETooMany)
-		if n := refused(); n != before+3 {
-			t.Errorf("login_refused events %d → %d, want each throttled attempt recorded", before, n)
+		// A device's secret (32 random bytes) is no guess: the block of
+		// the address it comes from does not apply to it.
+		if _, err := e.svc.AuthenticateMQTT("lock1", "lock1", []byte(secret), "198.51.100.9:4321"); err != nil {
+			t.Errorf("right device secret from a blocked address: %v", err)
+		}
+		// One refusal per blocked address and interval is recorded, and one
+		// was already, during the 20 attempts.
+		if n := refused(); n != before {
+			t.Errorf("login_refused events %d → %d, want throttled attempts within a minute of the last record left out", before, n)
 		}
 		if _, err := e.svc.AuthenticateMQTT("lock1", "lock1", []byte(secret), remote); err != nil {
 			t.Errorf("device from its usual address: %v", err)
@@ -1627,5 +1650,157 @@ func TestDeleteDeviceDropsGrants(t *testing.T) {
 		if g.Device == "door" {
 			t.Errorf("grant %+v of a deleted device survives", g)
 		}
+	}
+}
+
+// closed waits up to 5 s for sub's channel to be closed and returns the
+// events it held until then; it fails when the channel stays open.
+func closed(tb testing.TB, sub *actions.Subscription) []actions.Event {
+	tb.Helper()
+	var got []actions.Event
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case e, ok := <-sub.C:
+			if !ok {
+				return got
+			}
+			got = append(got, e)
+		case <-deadline:
+			tb.Fatalf("subscription still open; it received %+v", got)
+			return got
+		}
+	}
+}
+
+// A subscription (an event stream) ends when the access it was made with
+// does, and reads nothing from that moment on: a revoked token's at the
+// revocation, a deleted user's at the deletion, an expiring token's at
+// its expiry (by a timer, with no event to wake it). The person's other
+// subscriptions go on.
+func TestSubscriptionEndsWithAccess(t *testing.T) {
+	e := newEnv(t, 0)
+	eve, _ := e.addUser(t, "eve", actions.RoleAdmin)
+	other := e.svc.Subscribe(eve)
+	defer e.svc.Unsubscribe(other)
+
+	t.Run("RevokeToken", func(t *testing.T) {
+		tok, secret, err := e.svc.CreateToken(eve, "eve", "laptop", time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.svc.AuthenticateBearer(secret, remote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub := e.svc.Subscribe(p)
+		defer e.svc.Unsubscribe(sub)
+		e.newDevice(t, "before", actions.KindLock) // queued, not yet read
+		if err := e.svc.RevokeToken(e.admin, tok.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.newDevice(t, "after", actions.KindLock)
+		for _, ev := range closed(t, sub) {
+			t.Errorf("revoked token's subscription received %+v", ev)
+		}
+		if got := e.pub.takeDisconnects(); !slices.Contains(got, "user/eve/"+tok.ID) {
+			t.Errorf("MQTT sessions of the token not ended: %v", got)
+		}
+	})
+	t.Run("TokenExpires", func(t *testing.T) {
+		_, secret, err := e.svc.CreateToken(eve, "eve", "brief", e.clock.Now().Add(200*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.svc.AuthenticateBearer(secret, remote)
+		if err != nil {
+			// The machine was slow enough for the token to expire already.
+			wantCode(t, err, actions.EUnauthorized)
+			return
+		}
+		sub := e.svc.Subscribe(p)
+		defer e.svc.Unsubscribe(sub)
+		closed(t, sub)
+		if !e.svc.Expired(p) {
+			t.Error("subscription ended before its token expired")
+		}
+	})
+	t.Run("ExpiredBeforeSubscribing", func(t *testing.T) {
+		p := eve
+		p.Expires = e.clock.Now().Add(-time.Second)
+		sub := e.svc.Subscribe(p)
+		defer e.svc.Unsubscribe(sub)
+		e.newDevice(t, "late", actions.KindLock)
+		for _, ev := range closed(t, sub) {
+			t.Errorf("subscription of an expired token received %+v", ev)
+		}
+	})
+	t.Run("OtherTokenGoesOn", func(t *testing.T) {
+		var got []string
+		for len(other.C) > 0 {
+			got = append(got, (<-other.C).Detail)
+		}
+		if !slices.Contains(got, "device created: lock") || len(got) < 3 {
+			t.Errorf("eve's other subscription received %q", got)
+		}
+	})
+	t.Run("DeleteUser", func(t *testing.T) {
+		if err := e.svc.DeleteUser(e.admin, "eve"); err != nil {
+			t.Fatal(err)
+		}
+		e.newDevice(t, "gone", actions.KindLock)
+		for _, ev := range closed(t, other) {
+			t.Errorf("deleted user's subscription received %+v", ev)
+		}
+	})
+	t.Run("AdminGoesOn", func(t *testing.T) {
+		sub := e.svc.Subscribe(e.admin)
+		defer e.svc.Unsubscribe(sub)
+		e.newDevice(t, "still", actions.KindLock)
+		select {
+		case ev := <-sub.C:
+			if ev.Device != "still" {
+				t.Errorf("admin received %+v", ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("admin's subscription received nothing")
+		}
+	})
+}
+
+// A guest reads, like a member, nothing from before their grant was made,
+// even inside its window; and sees a device's live state only while a
+// grant is open.
+func TestGuestAccessEndsWithGrant(t *testing.T) {
+	e := newEnv(t, 0)
+	e.newOnline(t, "door", actions.KindLock)
+	e.dispatch(dev("door"), "state open") // before gus has a grant
+	gus, _ := e.addUser(t, "gus", actions.RoleGuest)
+	now := e.clock.Now()
+	g := e.grant(t, "gus", "door", actions.Grant{From: now.Add(-time.Hour), Until: now.Add(time.Hour)})
+	e.clock.advance(time.Millisecond)
+	e.dispatch(dev("door"), "state locked")
+
+	evs, _, err := e.svc.Events(gus, actions.EventQuery{Device: "door", Type: actions.EventState})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Detail != "locked" || evs[0].Time.Before(g.Created) {
+		t.Errorf("guest reads %+v, want only the state after the grant", evs)
+	}
+	if d, err := e.svc.Device(gus, "door"); err != nil || d.State != "locked" || !d.Online || d.LastSeen.IsZero() {
+		t.Errorf("inside the window: %+v, %v", d, err)
+	}
+
+	e.clock.advance(2 * time.Hour) // the grant has ended
+	d, err := e.svc.Device(gus, "door")
+	if err != nil || d.State != "unknown" || d.Online || !d.LastSeen.IsZero() || d.Desired != "" {
+		t.Errorf("after the grant: %+v, %v; want the device without its live state", d, err)
+	}
+	if l, err := e.svc.Devices(gus); err != nil || len(l) != 1 || l[0].State != "unknown" || l[0].Online {
+		t.Errorf("Devices after the grant: %+v, %v", l, err)
+	}
+	if d := e.device(t, "door"); d.State != "locked" || !d.Online {
+		t.Errorf("the admin reads %+v", d)
 	}
 }

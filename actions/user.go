@@ -79,7 +79,7 @@ func (s *Service) CreateUser(p Principal, name, role string) (User, Token, strin
 	now := s.now()
 	u := User{Name: name, Role: role, Created: now}
 	secret := NewSecret()
-	t := Token{ID: newID(), User: name, Name: "first", Created: now, Hash: Hash(secret)}
+	t := Token{ID: newID(), User: name, Name: "first", Created: now, Expires: capExpiry(p, time.Time{}), Hash: Hash(secret)}
 	err := s.update(func(tx Tx) error {
 		if _, err := tx.User(name); err == nil {
 			return Errorf(EConflict, "user %q already exists", name)
@@ -117,12 +117,13 @@ func (s *Service) Users(p Principal) ([]User, error) {
 }
 
 // DeleteUser removes a person with their tokens and grants, and ends their
-// live MQTT sessions. The last admin cannot be deleted.
+// live MQTT sessions and event streams. The last admin cannot be deleted.
 func (s *Service) DeleteUser(p Principal, name string) error {
 	if !p.IsAdmin() {
 		return Errorf(EForbidden, "only admins delete users")
 	}
-	err := s.update(func(tx Tx) error {
+	ends := func(q Principal) bool { return q.Kind == PrincipalUser && q.ID == name }
+	err := s.updateEnding(func(tx Tx) error {
 		u, err := tx.User(name)
 		if err != nil {
 			return err
@@ -157,7 +158,7 @@ func (s *Service) DeleteUser(p Principal, name string) error {
 		}
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, User: p.ID, Via: ViaREST,
 			Detail: "user " + name + " deleted"})
-	})
+	}, ends)
 	if err == nil && s.pub != nil {
 		s.pub.Disconnect(Principal{Kind: PrincipalUser, ID: name})
 	}
@@ -172,8 +173,19 @@ func mayManageTokens(p Principal, user string) error {
 	return Errorf(ENotFound, "user %q not found", user)
 }
 
+// capExpiry is the expiry of a token p makes: asked (zero: never), but no
+// later than the expiry of the token p is using, so that a token given for
+// a day cannot be turned into one that lasts for ever.
+func capExpiry(p Principal, asked time.Time) time.Time {
+	if !p.Expires.IsZero() && (asked.IsZero() || asked.After(p.Expires)) {
+		return p.Expires
+	}
+	return asked
+}
+
 // CreateToken adds an API token for user, returned once; a zero expires
-// means it does not expire.
+// means it does not expire. A caller whose own token expires gets a token
+// that expires no later than theirs (see capExpiry).
 func (s *Service) CreateToken(p Principal, user, name string, expires time.Time) (Token, string, error) {
 	if err := mayManageTokens(p, user); err != nil {
 		return Token{}, "", err
@@ -185,6 +197,7 @@ func (s *Service) CreateToken(p Principal, user, name string, expires time.Time)
 	if !expires.IsZero() && !expires.After(now) {
 		return Token{}, "", Errorf(EInvalid, "expires must be in the future")
 	}
+	expires = capExpiry(p, expires)
 	secret := NewSecret()
 	t := Token{ID: newID(), User: user, Name: name, Created: now, Expires: expires, Hash: Hash(secret)}
 	err := s.update(func(tx Tx) error {
@@ -224,11 +237,12 @@ func (s *Service) Tokens(p Principal, user string) ([]Token, error) {
 	return out, err
 }
 
-// RevokeToken deletes a token: REST requests with it fail at once and MQTT
-// sessions logged in with it are disconnected.
+// RevokeToken deletes a token: REST requests with it fail at once, and MQTT
+// sessions and event streams opened with it are ended.
 func (s *Service) RevokeToken(p Principal, id string) error {
 	var t Token
-	err := s.update(func(tx Tx) (err error) {
+	ends := func(q Principal) bool { return q.Kind == PrincipalUser && q.ID == t.User && q.Token == id }
+	err := s.updateEnding(func(tx Tx) (err error) {
 		if t, err = tx.Token(id); err != nil {
 			return err
 		}
@@ -240,7 +254,7 @@ func (s *Service) RevokeToken(p Principal, id string) error {
 		}
 		return tx.AppendEvent(&Event{Time: s.now(), Type: EventAdmin, User: p.ID, Via: ViaREST,
 			Detail: fmt.Sprintf("token %s of %s revoked", id, t.User)})
-	})
+	}, ends)
 	if err == nil && s.pub != nil {
 		s.pub.Disconnect(Principal{Kind: PrincipalUser, ID: t.User, Token: id})
 	}

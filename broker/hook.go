@@ -32,6 +32,7 @@ type hook struct {
 	mu     sync.Mutex
 	owners map[string]*owner    // client id → its owner
 	idents map[string]*identity // "kind:id" → its connections and rate
+	kept   map[string]int       // "kind:id" → its sessions kept after their connection
 	authed int
 }
 
@@ -51,8 +52,9 @@ type conn struct {
 // because one of several overlapping connections ended: under a takeover
 // the old connection ends after the new one has logged in.
 type owner struct {
-	id   string // "kind:id"
-	live int
+	id         string // "kind:id"
+	live       int
+	persistent bool // its session outlives its connection
 }
 
 func (h *hook) ID() string { return "gatehouse" }
@@ -79,19 +81,23 @@ func (h *hook) principal(cl *mqtt.Client) (actions.Principal, bool) {
 
 // claim records a live connection of who on client id and returns who's
 // counters, or nil when another identity holds that id.
-func (h *hook) claim(id, who string) *identity {
+func (h *hook) claim(id, who string, persistent bool) *identity {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	o := h.owners[id]
 	if o == nil {
 		if h.owners == nil {
-			h.owners, h.idents = map[string]*owner{}, map[string]*identity{}
+			h.owners, h.idents, h.kept = map[string]*owner{}, map[string]*identity{}, map[string]int{}
 		}
 		o = &owner{id: who}
 		h.owners[id] = o
 	}
 	if o.id != who {
 		return nil
+	}
+	if o.persistent != persistent { // the new connection's session replaces the old one
+		o.persistent = persistent
+		h.countKept(who, persistent)
 	}
 	o.live++
 	ident := h.idents[who]
@@ -118,8 +124,26 @@ func (h *hook) release(id, who string, sessionEnds bool) {
 	if o := h.owners[id]; o != nil {
 		o.live--
 		if o.live <= 0 && sessionEnds {
-			delete(h.owners, id)
+			h.drop(id, o)
 		}
+	}
+}
+
+// drop forgets owner o of client id; h.mu is held.
+func (h *hook) drop(id string, o *owner) {
+	delete(h.owners, id)
+	if o.persistent {
+		h.countKept(o.id, false)
+	}
+}
+
+// countKept counts one more (or one fewer) kept session of who; h.mu is
+// held.
+func (h *hook) countKept(who string, more bool) {
+	if more {
+		h.kept[who]++
+	} else if h.kept[who]--; h.kept[who] <= 0 {
+		delete(h.kept, who)
 	}
 }
 
@@ -130,6 +154,7 @@ func (h *hook) release(id, who string, sessionEnds bool) {
 // reconnecting takes their own session over.
 func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	code, why := packets.CodeSuccess, ""
+	person := actions.PrincipalUser + ":" + string(pk.Connect.Username)
 	h.mu.Lock()
 	held := h.owners[cl.ID] != nil
 	switch {
@@ -138,9 +163,10 @@ func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	case held:
 	case h.authed >= h.limits.MaxConnections:
 		code, why = packets.ErrServerBusy, "connection limit reached"
-	case h.idents[actions.PrincipalUser+":"+string(pk.Connect.Username)] != nil &&
-		h.idents[actions.PrincipalUser+":"+string(pk.Connect.Username)].live >= h.limits.MaxSessionsPerUser:
+	case h.idents[person] != nil && h.idents[person].live >= h.limits.MaxSessionsPerUser:
 		code, why = packets.ErrQuotaExceeded, "too many sessions for this user"
+	case persistent(cl, pk) && h.kept[person] >= h.limits.MaxPersistentPerUser:
+		code, why = packets.ErrQuotaExceeded, "too many persistent sessions for this user"
 	}
 	h.mu.Unlock()
 	if code == packets.CodeSuccess {
@@ -160,7 +186,7 @@ func (h *hook) forget(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if o := h.owners[id]; o != nil && o.live <= 0 {
-		delete(h.owners, id)
+		h.drop(id, o)
 	}
 }
 
@@ -184,7 +210,7 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		kind = actions.PrincipalDevice
 	}
 	who := kind + ":" + p.ID
-	ident := h.claim(cl.ID, who)
+	ident := h.claim(cl.ID, who, persistent(cl, pk))
 	if ident == nil {
 		h.svc.RefuseLogin(actions.ViaMQTT, p.ID, cl.Net.Remote, "client id in use by another identity")
 		return false
@@ -294,6 +320,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		}
 	}
 	return pk, packets.CodeSuccessIgnore // consumed: acked, delivered to nobody
+}
+
+// persistent reports whether the session cl asks for outlives its
+// connection: MQTT 5 with a session expiry, or 3.1.1 without clean session.
+func persistent(cl *mqtt.Client, pk packets.Packet) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return pk.Properties.SessionExpiryInterval > 0
+	}
+	return !pk.Connect.Clean
 }
 
 // limitReportEvery: an identity publishing past its message rate is

@@ -23,6 +23,10 @@ type Limits struct {
 	// MaxSessionsPerUser bounds one person's live connections (a device has
 	// one: its client id is its id).
 	MaxSessionsPerUser int
+	// MaxPersistentPerUser bounds the sessions one person keeps after their
+	// connections end (MQTT 5 session expiry, or 3.1.1 without clean
+	// session), each holding queued messages for up to 24 h.
+	MaxPersistentPerUser int
 	// MessageRate and MessageBurst are the token bucket of messages one
 	// identity may publish per second; past it publishes are refused.
 	MessageRate  float64
@@ -35,6 +39,7 @@ const (
 	DefaultMaxPending           = 1024
 	DefaultMaxPendingPerAddress = 32
 	DefaultMaxSessionsPerUser   = 16
+	DefaultMaxPersistentPerUser = 4
 	DefaultMessageRate          = 20
 	DefaultMessageBurst         = 100
 	// MaxClientIDLength bounds client ids: device ids and person client ids
@@ -54,6 +59,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxSessionsPerUser <= 0 {
 		l.MaxSessionsPerUser = DefaultMaxSessionsPerUser
+	}
+	if l.MaxPersistentPerUser <= 0 {
+		l.MaxPersistentPerUser = DefaultMaxPersistentPerUser
 	}
 	if l.MessageRate <= 0 {
 		l.MessageRate = DefaultMessageRate

@@ -31,10 +31,13 @@ func (s *server) handleEventList(c echo.Context) error {
 // handleEventStream is GET /api/v1/events/stream: Server-Sent Events, one
 // event JSON per message with its id, only events the caller may read, a
 // comment as heartbeat, and resumption after Last-Event-ID. A client too
-// slow to keep up is dropped; it resumes from its last id.
+// slow to keep up is dropped; it resumes from its last id. The stream ends
+// when the caller's access does: the service ends the subscription when the
+// token is revoked, expires or its user is deleted, and the expiry is also
+// checked at each heartbeat and event, against the service's clock.
 func (s *server) handleEventStream(c echo.Context) error {
 	p := principal(c)
-	sub := s.svc.Subscribe() // before the replay, so nothing falls between
+	sub := s.svc.Subscribe(p) // before the replay, so nothing falls between
 	defer s.svc.Unsubscribe(sub)
 
 	last := c.Request().Header.Get("Last-Event-ID")
@@ -87,13 +90,16 @@ func (s *server) handleEventStream(c echo.Context) error {
 		case <-c.Request().Context().Done():
 			return nil
 		case <-beat.C:
+			if s.svc.Expired(p) {
+				return nil
+			}
 			_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			if _, err := io.WriteString(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
 				return nil
 			}
 		case e, ok := <-sub.C:
-			if !ok {
-				return nil // dropped as too slow, or the server is stopping
+			if !ok || s.svc.Expired(p) {
+				return nil // dropped as too slow, access ended, or the server is stopping
 			}
 			if e.ID <= last || !s.svc.CanRead(p, e) {
 				continue
