@@ -39,6 +39,13 @@ type Config struct {
 	// run (zero fields: defaults).
 	Scripts      bool
 	ScriptLimits ScriptLimits
+	// KeepEvents and KeepEventsMax bound the log by age and count (0:
+	// defaults; KeepEvents < 0: no age limit); commands and pictures go
+	// with their events. RetentionInterval is how often the background
+	// pass of StartRetention runs (default one minute).
+	KeepEvents        time.Duration
+	KeepEventsMax     int
+	RetentionInterval time.Duration
 }
 
 // Service is the domain: every device, person and command goes through it.
@@ -60,6 +67,8 @@ type Service struct {
 
 	registry map[string]Action
 	scripts  *scriptTable
+
+	retention *retention
 
 	mu     sync.Mutex
 	online map[string]int // device id → live connections
@@ -121,6 +130,7 @@ func New(cfg Config) (*Service, error) {
 		timers:       map[string]*time.Timer{},
 	}
 	s.registry = s.builtins()
+	s.retention = newRetention(cfg)
 	s.scripts = s.newScriptTable(cfg.Scripts, cfg.ScriptLimits)
 	return s, nil
 }
@@ -161,8 +171,10 @@ func (s *Service) Open() error {
 	return s.loadScripts()
 }
 
-// Close stops the expiry timers and wakes every waiting caller.
+// Close stops the background retention (waiting for its transaction under
+// way), the expiry timers, and wakes every waiting caller.
 func (s *Service) Close() {
+	s.stopRetention()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
@@ -183,8 +195,16 @@ func (s *Service) Close() {
 	}
 }
 
-// Ready reports whether the store answers.
+// Ready reports whether the store answers and, for a store that tracks it
+// (store.DB), whether its last commit succeeded: while writes fail
+// (EStorageFull, EStorage) the server is not ready, and it is again after
+// the next successful commit.
 func (s *Service) Ready() error {
+	if f, ok := s.store.(interface{ WriteFault() error }); ok {
+		if err := f.WriteFault(); err != nil {
+			return err
+		}
+	}
 	return s.store.View(func(tx Tx) error {
 		_, err := tx.Users()
 		return err

@@ -52,6 +52,12 @@ type Tx interface {
 	Setting(name string) ([]byte, error)
 	PutSetting(name string, value []byte) error
 
+	// LoginAddrs returns the addresses an identity (LoginIdentity) logged
+	// in from correctly; PutLoginAddrs replaces them (an empty list
+	// deletes them).
+	LoginAddrs(identity string) ([]LoginAddr, error)
+	PutLoginAddrs(identity string, addrs []LoginAddr) error
+
 	// PairingByHash finds a pairing by the SHA-256 of its code.
 	PairingByHash(hash []byte) (Pairing, error)
 	PutPairing(p Pairing) error
@@ -76,6 +82,10 @@ type Tx interface {
 	// starting after q.Cursor; next is the cursor of the following page, ""
 	// at the end.
 	Events(q EventQuery) (events []Event, next string, err error)
+	// PruneEvents deletes the oldest events q selects, with their pictures
+	// and the commands they name unless still sent, and pictures older
+	// than q.Before; at most q.Limit events and pictures in all.
+	PruneEvents(q Prune) (Pruned, error)
 }
 
 // Publisher sends a message from the server to MQTT subscribers and ends

@@ -110,3 +110,17 @@ func (t *tx) PendingCommands() ([]actions.Command, error) {
 	}
 	return commands, nil
 }
+
+// pruneCommand deletes the command id for retention unless it is still
+// sent; it reports whether it deleted one (false too when already gone).
+func (t *tx) pruneCommand(id string) (bool, error) {
+	key := []byte(id)
+	commands := t.tx.Bucket(bucketCommands)
+	if t.tx.Bucket(bucketPending).Get(key) != nil || commands.Get(key) == nil {
+		return false, nil
+	}
+	if err := commands.Delete(key); err != nil {
+		return false, fmt.Errorf("prune command %q: %w", id, err)
+	}
+	return true, nil
+}

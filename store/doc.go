@@ -6,7 +6,14 @@
 // natural ids as bytes. The buckets are:
 //
 //	meta          "schema_version" → 8-byte big-endian uint64: how many
-//	              migrations have run on this file
+//	              migrations have run on this file;
+//	              "event_count" → the number of events at some moment and
+//	              the events bucket's sequence at that moment, 8 bytes
+//	              big-endian each: every append takes one sequence number,
+//	              so the count now is the stored one plus how far the
+//	              sequence has moved; written by PruneEvents, never by
+//	              appends, and counted once when missing (an older file,
+//	              an import: meta is not exported)
 //	devices       device id → deviceRecord (Online is never stored:
 //	              presence lives in memory)
 //	users         user name → userRecord
@@ -28,9 +35,21 @@
 //	              signed picture links (schema 3)
 //	scripts       script name → scriptRecord (Starlark source, version,
 //	              created, updated, by) (schema 4)
+//	logins        identity ("user:<name>" or "device:<id>") → loginRecord:
+//	              up to 16 addresses (IPv4, or an IPv6 /64) the identity
+//	              logged in from correctly, each with when it was last
+//	              written; rewritten at most once per address and hour,
+//	              deleted with its user or device (schema 5)
 //
 // Events are read newest first with a cursor that starts at the end, or at
 // the key just before the one a page cursor decodes to, and walks back.
+//
+// Retention (PruneEvents) walks the events from the first key, deleting the
+// oldest in transactions of a bounded size; with each event go the picture
+// under the same key in strangers and pictures, and the command it names
+// unless that command is in pending. Pictures older than the age limit go
+// by a walk of strangers from its first key. bbolt reuses the freed pages,
+// so the file stops growing under a steady load.
 //
 // Open runs an append-only list of migrations inside one Update transaction
 // together with the bump of the schema version; a file written by a newer

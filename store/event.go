@@ -178,3 +178,122 @@ func matches(q actions.EventQuery, e actions.Event) bool {
 	}
 	return q.Filter == nil || q.Filter(e)
 }
+
+// keyEventCount, in the meta bucket, is the number of events at some
+// moment and the events bucket's sequence at that moment, 8 bytes
+// big-endian each. Every append takes exactly one sequence number in the
+// transaction that adds its key (a rolled-back append gives its number
+// back), so the count now is the stored count plus how far the sequence
+// has moved since: appends never touch it, and retention reads it in O(1).
+// Anything that deletes events other than PruneEvents must lower it, or
+// the count limit would delete too many.
+var keyEventCount = []byte("event_count")
+
+// eventCount returns the number of events, and whether it was known
+// without counting. A file without the entry (written before retention,
+// or imported) is counted once, by a cursor walk.
+func (t *tx) eventCount() (n uint64, known bool) {
+	seq := t.tx.Bucket(bucketEvents).Sequence()
+	if v := t.tx.Bucket(bucketMeta).Get(keyEventCount); len(v) == 16 {
+		if n, at := u64dec(v[:8]), u64dec(v[8:]); at <= seq {
+			return n + (seq - at), true
+		}
+	}
+	c := t.tx.Bucket(bucketEvents).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n, false
+}
+
+// putEventCount records n as the number of events now.
+func (t *tx) putEventCount(n uint64) error {
+	v := append(u64(n), u64(t.tx.Bucket(bucketEvents).Sequence())...)
+	if err := t.tx.Bucket(bucketMeta).Put(keyEventCount, v); err != nil {
+		return fmt.Errorf("record event count: %w", err)
+	}
+	return nil
+}
+
+// PruneEvents deletes, oldest first, the events older than q.Before or
+// beyond the newest q.Keep, at most q.Limit of them. It walks the log from
+// its first key and stops at the first event it keeps, so it reads only
+// what it deletes. With each event go its picture (a stranger event's key
+// is its picture's) and the command it names, unless that command is still
+// sent: a pending command is never pruned. Then pictures older than
+// q.Before go too, within what is left of q.Limit. More is set when it
+// stopped at the limit.
+func (t *tx) PruneEvents(q actions.Prune) (actions.Pruned, error) {
+	var out actions.Pruned
+	if q.Limit <= 0 {
+		return out, actions.Errorf(actions.EInvalid, "prune limit must be positive")
+	}
+	var cutoff []byte // event keys below it are older than q.Before
+	if !q.Before.IsZero() && q.Before.UnixNano() > 0 {
+		cutoff = u64(uint64(q.Before.UnixNano()))
+	}
+	count, known := t.eventCount()
+	var excess uint64 // how many the count limit removes
+	if q.Keep > 0 && count > uint64(q.Keep) {
+		excess = count - uint64(q.Keep)
+	}
+	type victim struct {
+		key     []byte
+		command string
+	}
+	var victims []victim
+	c := t.tx.Bucket(bucketEvents).Cursor()
+	k, v := c.First()
+	for ; k != nil && len(victims) < q.Limit; k, v = c.Next() {
+		old := cutoff != nil && bytes.Compare(k, cutoff) < 0
+		if !old && uint64(len(victims)) >= excess {
+			break
+		}
+		var r struct {
+			Command string `json:"command"`
+		}
+		_ = json.Unmarshal(v, &r) // a record that does not decode is still due
+		victims = append(victims, victim{key: bytes.Clone(k), command: r.Command})
+	}
+	if k == nil {
+		count = uint64(len(victims)) // the whole log goes: whatever the count said
+	}
+	b := t.tx.Bucket(bucketEvents)
+	for _, vi := range victims {
+		if err := b.Delete(vi.key); err != nil {
+			return out, fmt.Errorf("prune event %x: %w", vi.key, err)
+		}
+		out.Events++
+		gone, err := t.deletePictureKey(vi.key)
+		if err != nil {
+			return out, err
+		}
+		if gone {
+			out.Pictures++
+		}
+		if vi.command != "" {
+			gone, err := t.pruneCommand(vi.command)
+			if err != nil {
+				return out, err
+			}
+			if gone {
+				out.Commands++
+			}
+		}
+	}
+	out.More = len(victims) == q.Limit
+	if cutoff != nil && !out.More {
+		n, more, err := t.prunePictures(cutoff, q.Limit-len(victims))
+		if err != nil {
+			return out, err
+		}
+		out.Pictures += n
+		out.More = more
+	}
+	if len(victims) > 0 || !known {
+		if err := t.putEventCount(count - uint64(len(victims))); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -103,10 +104,48 @@ func (t *tx) DeletePicture(id string) error {
 	if err != nil {
 		return err
 	}
-	if err := t.tx.Bucket(bucketStrangers).Delete(k); err != nil {
-		return err
+	_, err = t.deletePictureKey(k)
+	return err
+}
+
+// deletePictureKey removes the picture under event key k and its metadata,
+// if there is one; it reports whether there was.
+func (t *tx) deletePictureKey(k []byte) (bool, error) {
+	strangers, pictures := t.tx.Bucket(bucketStrangers), t.tx.Bucket(bucketPictures)
+	found := strangers.Get(k) != nil || pictures.Get(k) != nil
+	if !found {
+		return false, nil
 	}
-	return t.tx.Bucket(bucketPictures).Delete(k)
+	if err := strangers.Delete(k); err != nil {
+		return false, fmt.Errorf("delete picture %x: %w", k, err)
+	}
+	if err := pictures.Delete(k); err != nil {
+		return false, fmt.Errorf("delete picture %x: %w", k, err)
+	}
+	return true, nil
+}
+
+// prunePictures deletes, oldest first, up to limit pictures whose key (the
+// arrival time of their event) sorts below cutoff; more reports that it
+// stopped at the limit. Their events are normally gone already; this
+// catches pictures that outlived them.
+func (t *tx) prunePictures(cutoff []byte, limit int) (n int, more bool, err error) {
+	var keys [][]byte
+	c := t.tx.Bucket(bucketStrangers).Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k, cutoff) < 0; k, _ = c.Next() {
+		if len(keys) == limit {
+			more = true
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if _, err := t.deletePictureKey(k); err != nil {
+			return n, false, err
+		}
+		n++
+	}
+	return n, more, nil
 }
 
 // Setting returns a copy of a server setting.
