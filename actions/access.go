@@ -27,11 +27,11 @@ type viewer struct {
 func (s *Service) viewer(tx Tx, p Principal) (viewer, error) {
 	var grants []Grant
 	if p.Kind == PrincipalUser && p.Role != RoleAdmin {
-		all, err := tx.Grants()
+		ix, err := s.access(tx)
 		if err != nil {
 			return viewer{}, err
 		}
-		grants = all
+		grants = ix.byUser[p.ID]
 	}
 	return newViewer(p, grants, s.now(), s.loc), nil
 }

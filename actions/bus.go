@@ -130,7 +130,16 @@ func (b *bus) close() {
 type recordingTx struct {
 	Tx
 	events []Event
+	access bool // a person or a grant changed
 }
+
+// The writes that change who may see what: the access index is rebuilt
+// after a commit that made one.
+func (r *recordingTx) PutUser(u User) error         { r.access = true; return r.Tx.PutUser(u) }
+func (r *recordingTx) DeleteUser(name string) error { r.access = true; return r.Tx.DeleteUser(name) }
+func (r *recordingTx) PutGrant(g Grant) error       { r.access = true; return r.Tx.PutGrant(g) }
+func (r *recordingTx) DeleteGrant(id string) error  { r.access = true; return r.Tx.DeleteGrant(id) }
+func (r *recordingTx) DeleteDevice(id string) error { r.access = true; return r.Tx.DeleteDevice(id) }
 
 func (r *recordingTx) AppendEvent(e *Event) error {
 	if err := r.Tx.AppendEvent(e); err != nil {
@@ -156,6 +165,9 @@ func (s *Service) updateEnding(fn func(Tx) error, ends func(Principal) bool) err
 		rec = &recordingTx{Tx: tx} // fn may run again: start afresh
 		return fn(rec)
 	})
+	if err == nil && rec.access {
+		s.reindex()
+	}
 	if err == nil && ends != nil {
 		s.bus.end(ends)
 	}

@@ -150,32 +150,24 @@ func (s *Service) publish(topic, payload string, ttl time.Duration) error {
 }
 
 // notifyDevice tells every person who may see device id.
+// It reads the in-memory access index, no store, and skips people with no
+// app listening (when the publisher can tell), so a device report costs
+// nothing per person who cannot or does not listen.
 func (s *Service) notifyDevice(id, payload string) {
-	var (
-		users  []User
-		grants []Grant
-		d      Device
-	)
-	err := s.store.View(func(tx Tx) (err error) {
-		if d, err = tx.Device(id); err != nil {
-			return err
+	ix := s.index.cur.Load()
+	if ix == nil {
+		if err := s.store.View(func(tx Tx) (err error) { ix, err = s.access(tx); return err }); err != nil {
+			return
 		}
-		if grants, err = tx.Grants(); err != nil {
-			return err
-		}
-		users, err = tx.Users()
-		return err
-	})
-	if err != nil {
-		return
 	}
-	now := s.now()
-	for _, u := range users {
-		p := Principal{Kind: PrincipalUser, ID: u.Name, Role: u.Role}
-		if newViewer(p, grants, now, s.loc).reads(d, now) {
-			if err := s.publish(AppTopic(u.Name), payload, 0); err != nil {
-				s.log.Debug("notify", "user", u.Name, "error", err)
-			}
+	listens, _ := s.pub.(interface{ Subscribed(topic string) bool })
+	for _, p := range s.readers(ix, id) {
+		topic := AppTopic(p.ID)
+		if listens != nil && !listens.Subscribed(topic) {
+			continue
+		}
+		if err := s.publish(topic, payload, 0); err != nil {
+			s.log.Debug("notify", "user", p.ID, "error", err)
 		}
 	}
 }

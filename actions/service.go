@@ -66,7 +66,9 @@ type Service struct {
 	bus          bus
 
 	registry map[string]Action
-	scripts  *scriptTable
+	// index is who may see what, in memory (index.go).
+	index   indexHolder
+	scripts *scriptTable
 
 	retention *retention
 
@@ -168,6 +170,7 @@ func (s *Service) Open() error {
 	if err != nil {
 		return err
 	}
+	s.reindex()
 	return s.loadScripts()
 }
 

@@ -208,6 +208,13 @@ func (b *Broker) Publish(topic string, payload []byte, ttl time.Duration) error 
 	return b.srv.InjectPacket(b.inline, pk)
 }
 
+// Subscribed reports whether any client subscribes to topic, so that the
+// service skips notifications nobody would receive.
+func (b *Broker) Subscribed(topic string) bool {
+	subs := b.srv.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0
+}
+
 // Disconnect ends every live connection authenticated as p's kind and id,
 // and, when p.Token is set, only those that used that token.
 func (b *Broker) Disconnect(p actions.Principal) {
