@@ -1,6 +1,7 @@
 package actions
 
 import (
+	"cmp"
 	"sync"
 	"time"
 )
@@ -16,9 +17,10 @@ const subscriberBuffer = 256
 // deleted) or when the service closed. Access ending also discards the
 // events still queued, so nothing committed after that moment is read.
 type Subscription struct {
-	C <-chan Event
-	c chan Event
-	p Principal
+	C   <-chan Event
+	c   chan Event
+	p   Principal
+	err error // why it was refused, if it was
 	// expiry ends the subscription when p's token expires.
 	expiry *time.Timer
 }
@@ -27,8 +29,19 @@ type Subscription struct {
 type bus struct {
 	mu     sync.Mutex
 	subs   map[*Subscription]struct{}
+	per    map[string]int // "kind:id" → live subscriptions
+	max    int            // per principal
 	closed bool
 }
+
+// DefaultMaxStreams bounds one person's live event streams.
+const DefaultMaxStreams = 16
+
+// Err says why the subscription was refused (ETooMany: the principal has
+// too many already), nil for one that was made.
+func (sub *Subscription) Err() error { return sub.err }
+
+func subKey(p Principal) string { return p.Kind + ":" + p.ID }
 
 // Subscribe starts a subscription for p; end it with Unsubscribe. It is
 // ended by the service when p may no longer read: at once when p's token
@@ -43,8 +56,14 @@ func (s *Service) Subscribe(p Principal) *Subscription {
 		return sub
 	}
 	if s.bus.subs == nil {
-		s.bus.subs = map[*Subscription]struct{}{}
+		s.bus.subs, s.bus.per = map[*Subscription]struct{}{}, map[string]int{}
 	}
+	if max := cmp.Or(s.bus.max, DefaultMaxStreams); s.bus.per[subKey(p)] >= max {
+		sub.err = Errorf(ETooMany, "too many live event streams for %s (at most %d): close one first", clip(p.ID), max)
+		close(c)
+		return sub
+	}
+	s.bus.per[subKey(p)]++
 	s.bus.subs[sub] = struct{}{}
 	if !p.Expires.IsZero() {
 		sub.expiry = time.AfterFunc(p.Expires.Sub(s.now()), func() { s.expireSubscription(sub) })
@@ -80,6 +99,9 @@ func (s *Service) Unsubscribe(sub *Subscription) {
 // a principal whose access ended. The caller holds b.mu.
 func (b *bus) drop(sub *Subscription, discard bool) {
 	delete(b.subs, sub)
+	if b.per[subKey(sub.p)]--; b.per[subKey(sub.p)] <= 0 {
+		delete(b.per, subKey(sub.p))
+	}
 	if sub.expiry != nil {
 		sub.expiry.Stop()
 	}

@@ -71,3 +71,32 @@ func hasTopic(msgs []published, topic string) bool {
 	}
 	return false
 }
+
+// TestStreamsPerPrincipal: a principal's subscriptions past MaxStreams are
+// refused with ETooMany; ending one makes room; others are not counted.
+func TestStreamsPerPrincipal(t *testing.T) {
+	e := newEnv(t, 0)
+	alice, _ := e.addUser(t, "alice", "member")
+	a := e.svc.Subscribe(alice)
+	var subs []*actions.Subscription
+	for i := 0; i < actions.DefaultMaxStreams-1; i++ {
+		subs = append(subs, e.svc.Subscribe(alice))
+	}
+	over := e.svc.Subscribe(alice)
+	if actions.ErrorCode(over.Err()) != actions.ETooMany {
+		t.Fatalf("subscription %d: %v, want too many", actions.DefaultMaxStreams+1, over.Err())
+	}
+	if _, open := <-over.C; open {
+		t.Error("a refused subscription's channel is open")
+	}
+	if err := e.svc.Subscribe(e.admin).Err(); err != nil {
+		t.Errorf("another principal: %v", err)
+	}
+	e.svc.Unsubscribe(a)
+	if err := e.svc.Subscribe(alice).Err(); err != nil {
+		t.Errorf("after ending one: %v", err)
+	}
+	for _, s := range subs {
+		e.svc.Unsubscribe(s)
+	}
+}

@@ -39,6 +39,9 @@ type Config struct {
 	// run (zero fields: defaults).
 	Scripts      bool
 	ScriptLimits ScriptLimits
+	// MaxStreams bounds one principal's live event streams (default
+	// DefaultMaxStreams).
+	MaxStreams int
 	// KeepEvents and KeepEventsMax bound the log by age and count (0:
 	// defaults; KeepEvents < 0: no age limit); commands and pictures go
 	// with their events. RetentionInterval is how often the background
@@ -131,6 +134,7 @@ func New(cfg Config) (*Service, error) {
 		waiters:      map[string][]chan<- Command{},
 		timers:       map[string]*time.Timer{},
 	}
+	s.bus.max = cfg.MaxStreams
 	s.registry = s.builtins()
 	s.retention = newRetention(cfg)
 	s.scripts = s.newScriptTable(cfg.Scripts, cfg.ScriptLimits)

@@ -39,6 +39,10 @@ func (s *server) handleEventStream(c echo.Context) error {
 	p := principal(c)
 	sub := s.svc.Subscribe(p) // before the replay, so nothing falls between
 	defer s.svc.Unsubscribe(sub)
+	if err := sub.Err(); err != nil {
+		c.Response().Header().Set("Retry-After", "60")
+		return err
+	}
 
 	last := c.Request().Header.Get("Last-Event-ID")
 	if last == "" {
