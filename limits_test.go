@@ -236,3 +236,48 @@ func TestPersistentSessionsPerUser(t *testing.T) {
 		t.Errorf("a clean session: %v", err)
 	}
 }
+
+// TestStreamsPerUser: past --max-streams-per-user a person's new event
+// stream is refused with 429 and Retry-After; closing one makes room, and
+// other people are not affected.
+func TestStreamsPerUser(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { c.MaxStreams = 2 })
+	alice := s.createUser("alice", "member")
+	_, stop1 := s.stream(alice, "")
+	_, stop2 := s.stream(alice, "")
+	defer stop2()
+	req, _ := http.NewRequest("GET", s.url+"/api/v1/events/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+alice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "too many live event streams") {
+		t.Errorf("a third stream: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	_, stopAdmin := s.stream(testAdminToken, "") // someone else
+	defer stopAdmin()
+	stop1()
+	// The server notices the closed stream when it next writes to it (a
+	// heartbeat or an event): make an event, then wait for the slot.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s.createDevice(fmt.Sprintf("d%d", time.Now().UnixNano()), "lock")
+		req, _ := http.NewRequest("GET", s.url+"/api/v1/events/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+alice)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream slot never came back after one was closed: %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -73,6 +73,7 @@ type config struct {
 	// Limits on what clients can make the server spend (docs/security.md).
 	MQTTLimits                    broker.Limits
 	HTTPMaxConns, HTTPMaxConnsPer int
+	MaxStreams                    int
 	// scriptLimits bound each script run; zero fields are the defaults.
 	scriptLimits actions.ScriptLimits
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
@@ -185,6 +186,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&lim.MaxPersistentPerUser, "max-persistent-per-user", envInt(env("max-persistent-per-user", ""), broker.DefaultMaxPersistentPerUser), "MQTT sessions one person keeps after disconnecting")
 	fs.IntVar(&lim.MessageBurst, "message-burst", envInt(env("message-burst", ""), broker.DefaultMessageBurst), "MQTT messages one device or person may send at once before --message-rate applies")
 	rateFlag := fs.Float64("message-rate", float64(envInt(env("message-rate", ""), broker.DefaultMessageRate)), "MQTT messages per second one device or person may send")
+	fs.IntVar(&cfg.MaxStreams, "max-streams-per-user", envInt(env("max-streams-per-user", ""), actions.DefaultMaxStreams), "live event streams (SSE) of one person")
 	fs.IntVar(&cfg.HTTPMaxConns, "http-max-connections", envInt(env("http-max-connections", ""), web.DefaultMaxConnections), "open HTTP connections in total")
 	fs.IntVar(&cfg.HTTPMaxConnsPer, "http-max-per-address", envInt(env("http-max-per-address", ""), web.DefaultMaxConnectionsPerAddr), "open HTTP connections from one address")
 	fs.Usage = func() {
@@ -204,8 +206,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	lim.MessageRate = *rateFlag
 	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
-		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 {
-		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections and --http-max-per-address must be positive")
+		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 || cfg.MaxStreams < 1 {
+		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections, --http-max-per-address and --max-streams-per-user must be positive")
 	}
 	d, err := time.ParseDuration(*ttl)
 	if err != nil || d < time.Second || d > actions.MaxCommandTTL {
@@ -326,7 +328,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
 		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now,
 		KeepPictures: cfg.KeepPictures, PictureBytes: cfg.PictureMiB << 20, LinkTTL: cfg.LinkTTL,
-		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits,
+		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits, MaxStreams: cfg.MaxStreams,
 		KeepEvents: cfg.KeepEvents, KeepEventsMax: cfg.KeepEventsMax})
 	if err != nil {
 		return nil, err
@@ -373,6 +375,8 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			MQTT:       a.broker.WebSocketHandler(),
 			MaxPicture: cfg.PictureMax,
 			Heartbeat:  cfg.heartbeat,
+			Scripts:    cfg.Scripts,
+			Location:   cfg.Location,
 		}),
 		// A client has 5 s for its headers and 30 s for its body; an idle
 		// keep-alive connection is closed after 15 s, so idle connections
