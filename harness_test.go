@@ -14,6 +14,8 @@ import (
 
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"gatehouse/broker"
 )
 
 // The end-to-end tests run the real server (store, service, broker, HTTP)
@@ -43,7 +45,10 @@ func startServerWith(t *testing.T, dir string, change func(*config)) *testServer
 		dir = t.TempDir()
 	}
 	cfg := config{Data: dir, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0", CommandTTL: 3 * time.Second,
-		LogLevel: "error", AdminToken: testAdminToken, connectTimeout: time.Second, Location: time.UTC}
+		LogLevel: "error", AdminToken: testAdminToken, connectTimeout: time.Second, Location: time.UTC,
+		// Tests reconnect from one address and publish far faster than a
+		// site does; limits_test.go leans on these limits itself.
+		MQTTLimits: broker.Limits{ConnectRate: 1e6, ConnectBurst: 1e6, MessageRate: 1e6, MessageBurst: 1e6}}
 	if change != nil {
 		change(&cfg)
 	}

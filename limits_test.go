@@ -207,7 +207,7 @@ func TestPersistentSessionsPerUser(t *testing.T) {
 	s := startServerWith(t, "", func(c *config) { c.MQTTLimits.MaxPersistentPerUser = 2 })
 	alice := s.createUser("alice", "member")
 	keep := func(id string) error {
-		opts := paho.NewClientOptions().AddBroker("tcp://"+s.mqtt).SetClientID(id).SetProtocolVersion(4).
+		opts := paho.NewClientOptions().AddBroker("tcp://" + s.mqtt).SetClientID(id).SetProtocolVersion(4).
 			SetUsername("alice").SetPassword(alice).SetCleanSession(false).SetAutoReconnect(false).
 			SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
 		c := paho.NewClient(opts)
@@ -279,5 +279,29 @@ func TestStreamsPerUser(t *testing.T) {
 			t.Fatalf("a stream slot never came back after one was closed: %d", resp.StatusCode)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestConnectRatePerAddress: past --connect-burst new connections from one
+// address, more are closed at once until the bucket refills at
+// --connect-rate; another address is not affected.
+func TestConnectRatePerAddress(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) {
+		c.MQTTLimits.ConnectRate = 0.01
+		c.MQTTLimits.ConnectBurst = 5
+	})
+	secret := s.createDevice("door", "lock")
+	for i := 0; i < 5; i++ {
+		c, err := s.tryConnectFrom("127.0.0.11", "door", "door", secret)
+		if err != nil {
+			t.Fatalf("connection %d within the burst: %v", i, err)
+		}
+		c.c.Disconnect(0)
+	}
+	if c := dialFrom(t, "127.0.0.11", s.mqtt); !closedByServer(c) {
+		t.Error("a sixth new connection within the second was kept")
+	}
+	if _, err := s.tryConnectFrom("127.0.0.12", "door", "door", secret); err != nil {
+		t.Errorf("another address: %v", err)
 	}
 }

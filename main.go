@@ -82,6 +82,9 @@ type config struct {
 	now func() time.Time
 	// heartbeat is the SSE heartbeat interval; zero is the default.
 	heartbeat time.Duration
+	// uploadTimeout bounds a picture upload's body; zero is the default
+	// (tests make it short).
+	uploadTimeout time.Duration
 }
 
 // run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
@@ -182,6 +185,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&lim.MaxConnections, "max-connections", envInt(env("max-connections", ""), broker.DefaultMaxConnections), "logged-in MQTT connections; past it new logins are refused (reconnects never)")
 	fs.IntVar(&lim.MaxPending, "max-pending", envInt(env("max-pending", ""), broker.DefaultMaxPending), "MQTT connections not logged in yet, in total")
 	fs.IntVar(&lim.MaxPendingPerAddress, "max-pending-per-address", envInt(env("max-pending-per-address", ""), broker.DefaultMaxPendingPerAddress), "MQTT connections not logged in yet, from one address")
+	fs.IntVar(&lim.ConnectBurst, "connect-burst", envInt(env("connect-burst", ""), broker.DefaultConnectBurst), "new MQTT connections one address may open at once before --connect-rate applies")
+	connectRate := fs.Float64("connect-rate", float64(envInt(env("connect-rate", ""), broker.DefaultConnectRate)), "new MQTT connections per second from one address")
 	fs.IntVar(&lim.MaxSessionsPerUser, "max-sessions-per-user", envInt(env("max-sessions-per-user", ""), broker.DefaultMaxSessionsPerUser), "live MQTT connections of one person")
 	fs.IntVar(&lim.MaxPersistentPerUser, "max-persistent-per-user", envInt(env("max-persistent-per-user", ""), broker.DefaultMaxPersistentPerUser), "MQTT sessions one person keeps after disconnecting")
 	fs.IntVar(&lim.MessageBurst, "message-burst", envInt(env("message-burst", ""), broker.DefaultMessageBurst), "MQTT messages one device or person may send at once before --message-rate applies")
@@ -204,10 +209,10 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
 	}
-	lim.MessageRate = *rateFlag
-	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
+	lim.MessageRate, lim.ConnectRate = *rateFlag, *connectRate
+	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.ConnectRate <= 0 || lim.ConnectBurst < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
 		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 || cfg.MaxStreams < 1 {
-		return cfg, errors.New("--max-connections, --max-pending, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections, --http-max-per-address and --max-streams-per-user must be positive")
+		return cfg, errors.New("--max-connections, --max-pending, --connect-rate, --connect-burst, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections, --http-max-per-address and --max-streams-per-user must be positive")
 	}
 	d, err := time.ParseDuration(*ttl)
 	if err != nil || d < time.Second || d > actions.MaxCommandTTL {
@@ -371,12 +376,14 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 	}
 	a.http = &http.Server{
 		Handler: web.NewHandler(a.svc, web.Options{
-			Logger:     logger.With("component", "web"),
-			MQTT:       a.broker.WebSocketHandler(),
-			MaxPicture: cfg.PictureMax,
-			Heartbeat:  cfg.heartbeat,
-			Scripts:    cfg.Scripts,
-			Location:   cfg.Location,
+			Logger:        logger.With("component", "web"),
+			MQTT:          a.broker.WebSocketHandler(),
+			MaxPicture:    cfg.PictureMax,
+			Heartbeat:     cfg.heartbeat,
+			UploadTimeout: cfg.uploadTimeout,
+			Scripts:       cfg.Scripts,
+			Location:      cfg.Location,
+			Now:           cfg.now,
 		}),
 		// A client has 5 s for its headers and 30 s for its body; an idle
 		// keep-alive connection is closed after 15 s, so idle connections

@@ -25,7 +25,7 @@ func (s *Service) AuthenticateBearer(token, remote string) (Principal, error) {
 		p, err = s.tokenPrincipal(tx, token)
 		return err
 	})
-	if err := s.admit(ViaREST, p.ID, remote, err, Errorf(EUnauthorized, "invalid or missing bearer token")); err != nil {
+	if err := s.admit(ViaREST, p.ID, remote, p, err, Errorf(EUnauthorized, "invalid or missing bearer token")); err != nil {
 		return Principal{}, err
 	}
 	s.touchToken(p.Token)
@@ -81,7 +81,7 @@ func (s *Service) touchToken(id string) {
 // Repeated failures from one address or for one username are throttled.
 func (s *Service) AuthenticateMQTT(clientID, username string, password []byte, remote string) (Principal, error) {
 	p, err := s.authenticateMQTT(clientID, username, string(password))
-	if err := s.admit(ViaMQTT, username, remote, err, Errorf(EUnauthorized, "bad username or password")); err != nil {
+	if err := s.admit(ViaMQTT, username, remote, p, err, Errorf(EUnauthorized, "bad username or password")); err != nil {
 		return Principal{}, err
 	}
 	if p.Kind == PrincipalUser {
@@ -148,10 +148,8 @@ func (s *Service) pairPrincipal(tx Tx, clientID, code string) (Principal, error)
 	if !ValidID(clientID) {
 		return Principal{}, Errorf(EUnauthorized, "client id %q is not a valid device id", clip(clientID))
 	}
-	if _, err := tx.Device(clientID); err == nil {
-		return Principal{}, Errorf(EUnauthorized, "device id %q is taken", clientID)
-	} else if ErrorCode(err) != ENotFound {
-		return Principal{}, err
+	if err := idFree(tx, clientID); err != nil {
+		return Principal{}, Errorf(EUnauthorized, "%s", ErrorMessage(err))
 	}
 	return Principal{Kind: PrincipalPair, ID: clientID, Token: hex.EncodeToString(pr.Hash)}, nil
 }
@@ -172,11 +170,19 @@ func (s *Service) RefuseLogin(via, username, remote, why string) {
 }
 
 // admit applies the throttle to a login as user from remote whose
-// credentials have been checked (checkErr nil: they are right). It records
-// what must be recorded and returns nil to let the login in, or the error
-// to answer: the throttle's, or wrong for wrong credentials.
-func (s *Service) admit(via, user, remote string, checkErr, wrong error) error {
-	v := s.throttle.check(remote, user, checkErr == nil)
+// credentials have been checked (checkErr nil: they are right, for p). It
+// records what must be recorded and returns nil to let the login in, or the
+// error to answer: the throttle's, or wrong for wrong credentials.
+func (s *Service) admit(via, user, remote string, p Principal, checkErr, wrong error) error {
+	if checkErr != nil {
+		p = Principal{}
+	}
+	v := s.throttle.check(remote, user, p)
+	if v.err != nil && v.addrBlock && p.Kind == PrincipalUser && s.learnAddrs(p, addrKey(remote)) {
+		// A person whose addresses were not all in memory (a restart, or
+		// forgotten to make room): what the store knows decides.
+		v = s.throttle.check(remote, user, p)
+	}
 	if v.err != nil {
 		if v.record {
 			s.refuse(via, user, remote, v.err.Error(), v.note)
@@ -188,8 +194,104 @@ func (s *Service) admit(via, user, remote string, checkErr, wrong error) error {
 		s.refuse(via, user, remote, ErrorMessage(checkErr), note)
 		return wrong
 	}
-	s.throttle.ok(remote, user)
+	s.rememberAddr(p, remote)
 	return nil
+}
+
+// LoginAddr is an address (IPv4, or an IPv6 /64) an identity logged in
+// from correctly, and when that was last written to the store.
+type LoginAddr struct {
+	Addr string
+	At   time.Time
+}
+
+// LoginIdentity is the key under which the store keeps the login addresses
+// of a person or device: its kind and id, "user:alice" or "device:door1".
+func LoginIdentity(kind, id string) string { return kind + ":" + id }
+
+// goodAddrKey is the identity whose good addresses the throttle keeps for
+// p, or "" for a principal it keeps none for (a pairing login).
+func goodAddrKey(p Principal) string {
+	if (p.Kind != PrincipalUser && p.Kind != PrincipalDevice) || !userKey(p.ID) {
+		return ""
+	}
+	return LoginIdentity(p.Kind, p.ID)
+}
+
+// learnAddrs loads the addresses the store knows for p into the throttle
+// and reports whether addr is one of them.
+func (s *Service) learnAddrs(p Principal, addr string) bool {
+	key := goodAddrKey(p)
+	if key == "" {
+		return false
+	}
+	var addrs []LoginAddr
+	if err := s.store.View(func(tx Tx) (err error) {
+		addrs, err = tx.LoginAddrs(key)
+		return err
+	}); err != nil {
+		if ErrorCode(err) != ENotFound {
+			s.log.Warn("read login addresses", "identity", key, "error", err)
+		}
+		return false
+	}
+	s.throttle.learn(key, addrs)
+	return slices.ContainsFunc(addrs, func(a LoginAddr) bool { return a.Addr == addr })
+}
+
+// rememberAddr records that p logged in correctly from remote: in memory
+// always, and in the store when the address is new for p or was last
+// written more than goodEvery ago, so a busy or reconnecting client costs
+// one write per address and hour, and none after a restart if the store
+// already knows. It is best effort: a failing store must not refuse a
+// correct login.
+func (s *Service) rememberAddr(p Principal, remote string) {
+	key := goodAddrKey(p)
+	if key == "" {
+		return
+	}
+	addr, stale := s.throttle.ok(remote, key)
+	if !stale {
+		return
+	}
+	now := s.now()
+	fresh := func(addrs []LoginAddr) bool {
+		for _, a := range addrs {
+			if a.Addr == addr && now.Sub(a.At) < goodEvery {
+				return true
+			}
+		}
+		return false
+	}
+	var stored []LoginAddr
+	err := s.store.View(func(tx Tx) (err error) {
+		stored, err = tx.LoginAddrs(key)
+		return err
+	})
+	if err != nil && ErrorCode(err) != ENotFound {
+		s.log.Warn("read login addresses", "identity", key, "error", err)
+		return
+	}
+	s.throttle.learn(key, stored)
+	if fresh(stored) {
+		return
+	}
+	err = s.store.Update(func(tx Tx) error {
+		addrs, err := tx.LoginAddrs(key)
+		if err != nil && ErrorCode(err) != ENotFound {
+			return err
+		}
+		if fresh(addrs) {
+			return nil
+		}
+		addrs = slices.DeleteFunc(slices.Clone(addrs), func(a LoginAddr) bool { return a.Addr == addr })
+		addrs = append(addrs, LoginAddr{Addr: addr, At: now})
+		slices.SortFunc(addrs, func(a, b LoginAddr) int { return b.At.Compare(a.At) })
+		return tx.PutLoginAddrs(key, addrs[:min(len(addrs), maxGoodPerUser)])
+	})
+	if err != nil {
+		s.log.Warn("record login address", "identity", key, "error", err)
+	}
 }
 
 // refuse records a refused login as an event and a log line; note, if any,
@@ -227,6 +329,9 @@ const (
 	// addresses; maxGoodPerUser bounds the addresses kept for one login.
 	maxTracked     = 50_000
 	maxGoodPerUser = 16
+	// goodEvery: a correct login's address is written to the store when
+	// it is new for its identity or was last written goodEvery ago.
+	goodEvery = time.Hour
 	// maxLoginName is the longest user name or device id (ValidID): a
 	// longer name can never log in, is refused without a look-up and is
 	// never kept.
@@ -235,12 +340,16 @@ const (
 
 // throttle counts failed logins per source address and per username.
 // While an address is over its limit every attempt from it is refused,
-// except a correct login of a user who has logged in from that address
-// before; while a username is over its limit, wrong guesses at it are
-// refused and recorded as throttled. So an attacker cannot lock a person out,
-// from another address or even from behind the same NAT. Credentials are
-// checked first either way, but a refused attempt never says whether they
-// were right.
+// except a correct device secret (never refused by the throttle: 32 random
+// bytes are not guessed, so an address block would only lock correct
+// devices out behind one misconfigured neighbour) and a correct token of a
+// person who has logged in from that address before (known from memory or
+// from the store, so it holds across restarts). While a username is over
+// its limit, wrong guesses at it are refused and recorded as throttled. So
+// an attacker cannot lock a person or a device out, from another address
+// or even from behind the same NAT. Credentials are checked first either
+// way, and a refused attempt never says whether a person's token or a
+// pairing code was right.
 //
 // Its memory is bounded whatever clients send: an IPv6 address counts as
 // its /64 (what one subscriber gets, so a host cannot pose as 2^64
@@ -252,8 +361,10 @@ type throttle struct {
 	limit  int // entries per table: maxTracked, smaller in tests
 	byAddr map[string]*strikes
 	byUser map[string]*strikes
-	good   map[string]map[string]time.Time // user → address → last success
-	nGood  int                             // entries in good, all users together
+	// good holds, per identity (LoginIdentity), the addresses it logged
+	// in from correctly and when each was last written to the store.
+	good  map[string]map[string]time.Time
+	nGood int // entries in good, all identities together
 }
 
 type strikes struct {
@@ -295,9 +406,10 @@ func (r *report) take(what string) string {
 
 // verdict is what the throttle decides about one attempt.
 type verdict struct {
-	err    error  // non-nil: refused for throttling
-	record bool   // the refusal is to be recorded
-	note   string // what was left out before it
+	err       error  // non-nil: refused for throttling
+	addrBlock bool   // refused for its address's block
+	record    bool   // the refusal is to be recorded
+	note      string // what was left out before it
 }
 
 func newThrottle(now func() time.Time) *throttle {
@@ -333,20 +445,28 @@ func userKey(user string) bool {
 	return user != "" && len(user) <= maxLoginName && !strings.EqualFold(user, PairUsername)
 }
 
-// check says whether an attempt by user from remote, whose credentials are
-// valid or not, must be refused for throttling, and whether the refusal is
-// to be recorded. Valid credentials pass a username's block (someone else
-// guessed at that name) and pass an address's block when the user has
-// logged in from that address before.
-func (t *throttle) check(remote, user string, valid bool) verdict {
+// check says whether an attempt by user from remote must be refused for
+// throttling, and whether the refusal is to be recorded. ok is the
+// principal the credentials are right for, zero when they are wrong.
+// Right credentials pass a username's block (someone else guessed at that
+// name); a device's pass every block; a person's pass an address's block
+// when that person has logged in from that address before; a pairing
+// code passes no address block.
+func (t *throttle) check(remote, user string, ok Principal) verdict {
+	if ok.Kind == PrincipalDevice {
+		return verdict{}
+	}
+	valid := ok.Kind != ""
 	addr, now := addrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, known := t.good[user][addr]; valid && known && user != PairUsername {
-		return verdict{}
+	if key := goodAddrKey(ok); key != "" {
+		if _, known := t.good[key][addr]; known {
+			return verdict{}
+		}
 	}
 	if s := t.byAddr[addr]; s != nil && now.Before(s.until) {
-		v := verdict{err: Errorf(ETooMany, "too many failed logins from %s: retry in %s", addr, s.until.Sub(now).Round(time.Second))}
+		v := verdict{err: Errorf(ETooMany, "too many failed logins from %s: retry in %s", addr, s.until.Sub(now).Round(time.Second)), addrBlock: true}
 		v.record, v.note = s.blocked.due(now, "throttled attempts from "+addr)
 		return v
 	}
@@ -450,25 +570,46 @@ func (t *throttle) makeRoom(m map[string]*strikes, now time.Time) {
 	}
 }
 
-// ok remembers that user logged in from remote. Each user keeps its
-// maxGoodPerUser latest addresses, and all users together limit; past that
-// the oldest are forgotten, which only makes blocks stricter for them.
-func (t *throttle) ok(remote, user string) {
+// ok remembers that identity key logged in from remote. It returns the
+// address as the throttle keeps it, and stale: the address is new for key
+// or was last written goodEvery ago, so the caller is to write it to the
+// store. It counts as written from now on, so concurrent logins write once.
+func (t *throttle) ok(remote, key string) (addr string, stale bool) {
 	addr, now := addrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !userKey(user) {
-		return
+	if at, known := t.good[key][addr]; known && now.Sub(at) < goodEvery {
+		return addr, false
 	}
-	addrs := t.good[user]
+	t.put(key, addr, now)
+	return addr, true
+}
+
+// learn merges the addresses the store holds for key into memory.
+func (t *throttle) learn(key string, addrs []LoginAddr) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range addrs {
+		if at, known := t.good[key][a.Addr]; !known || at.Before(a.At) {
+			t.put(key, a.Addr, a.At)
+		}
+	}
+}
+
+// put sets when key's address addr was last written. Each identity keeps
+// its maxGoodPerUser latest addresses, and all together limit; past that
+// the oldest are forgotten from memory (the store still has each
+// identity's latest).
+func (t *throttle) put(key, addr string, at time.Time) {
+	addrs := t.good[key]
 	if _, known := addrs[addr]; known {
-		addrs[addr] = now
+		addrs[addr] = at
 		return
 	}
 	if len(addrs) >= maxGoodPerUser {
 		var oldest string
-		for a, at := range addrs {
-			if oldest == "" || at.Before(addrs[oldest]) {
+		for a, when := range addrs {
+			if oldest == "" || when.Before(addrs[oldest]) {
 				oldest = a
 			}
 		}
@@ -478,10 +619,10 @@ func (t *throttle) ok(remote, user string) {
 	if t.nGood >= t.limit {
 		t.forgetGood()
 	}
-	if t.good[user] == nil {
-		t.good[user] = map[string]time.Time{}
+	if t.good[key] == nil {
+		t.good[key] = map[string]time.Time{}
 	}
-	t.good[user][addr] = now
+	t.good[key][addr] = at
 	t.nGood++
 }
 
@@ -522,7 +663,7 @@ func (s *Service) AuthenticateDevice(id, secret, remote string) (Principal, erro
 		p = Principal{Kind: PrincipalDevice, ID: d.ID}
 		return nil
 	})
-	if err := s.admit(ViaREST, id, remote, err, Errorf(EUnauthorized, "wrong device id or secret")); err != nil {
+	if err := s.admit(ViaREST, id, remote, p, err, Errorf(EUnauthorized, "wrong device id or secret")); err != nil {
 		return Principal{}, err
 	}
 	return p, nil

@@ -36,7 +36,7 @@ func TestThrottleTablesBounded(t *testing.T) {
 		if n := len(th.byUser); n != 0 {
 			t.Errorf("%d names longer than %d bytes kept", n, maxLoginName)
 		}
-		if v := th.check("192.0.2.1:1", strings.Repeat("x", maxLoginName)+"1", false); v.err == nil {
+		if v := th.check("192.0.2.1:1", strings.Repeat("x", maxLoginName)+"1", Principal{}); v.err == nil {
 			t.Error("the address that sent them is not blocked")
 		}
 	})
@@ -48,10 +48,10 @@ func TestThrottleTablesBounded(t *testing.T) {
 		if n := len(th.byAddr); n != 1 {
 			t.Errorf("%d entries for one /64, want 1", n)
 		}
-		if v := th.check("[2001:db8:1:2:ffff::1]:1", "", false); v.err == nil {
+		if v := th.check("[2001:db8:1:2:ffff::1]:1", "", Principal{}); v.err == nil {
 			t.Error("another host of the /64 is not blocked")
 		}
-		if v := th.check("[2001:db8:1:3::1]:1", "", false); v.err != nil {
+		if v := th.check("[2001:db8:1:3::1]:1", "", Principal{}); v.err != nil {
 			t.Errorf("the next /64 is blocked: %v", v.err)
 		}
 	})
@@ -65,7 +65,7 @@ func TestThrottleTablesBounded(t *testing.T) {
 		if len(th.byAddr) > limit || len(th.byUser) > limit {
 			t.Errorf("tables hold %d addresses and %d names, limit %d", len(th.byAddr), len(th.byUser), limit)
 		}
-		if v := th.check("198.51.100.1:2", "", false); v.err == nil {
+		if v := th.check("198.51.100.1:2", "", Principal{}); v.err == nil {
 			t.Error("a flood of single failures unblocked the attacker")
 		}
 	})
@@ -82,7 +82,7 @@ func TestThrottleTablesBounded(t *testing.T) {
 		if len(th.byAddr) > limit {
 			t.Errorf("table holds %d addresses, limit %d", len(th.byAddr), limit)
 		}
-		if v := th.check("198.51.100.1:2", "", false); v.err == nil {
+		if v := th.check("198.51.100.1:2", "", Principal{}); v.err == nil {
 			t.Error("shorter blocks pushed out the longest one")
 		}
 	})
@@ -90,14 +90,14 @@ func TestThrottleTablesBounded(t *testing.T) {
 		th, clk := newTestThrottle(limit)
 		for i := range 100 {
 			clk.t = clk.t.Add(time.Second)
-			th.ok(fmt.Sprintf("10.1.0.%d:1", i), "alice")
+			th.ok(fmt.Sprintf("10.1.0.%d:1", i), "user:alice")
 		}
-		if n := len(th.good["alice"]); n != maxGoodPerUser {
+		if n := len(th.good["user:alice"]); n != maxGoodPerUser {
 			t.Errorf("alice keeps %d addresses, want %d", n, maxGoodPerUser)
 		}
 		for i := range 10 * limit {
 			clk.t = clk.t.Add(time.Second)
-			th.ok(fmt.Sprintf("10.2.%d.%d:1", i/256, i%256), fmt.Sprintf("dev%d", i))
+			th.ok(fmt.Sprintf("10.2.%d.%d:1", i/256, i%256), fmt.Sprintf("user:u%d", i))
 		}
 		total := 0
 		for _, addrs := range th.good {
@@ -110,10 +110,10 @@ func TestThrottleTablesBounded(t *testing.T) {
 		// an address its user used before passes that address's block.
 		last := fmt.Sprintf("10.2.%d.%d:1", (10*limit-1)/256, (10*limit-1)%256)
 		blockAddr(th, last)
-		if v := th.check(last, fmt.Sprintf("dev%d", 10*limit-1), true); v.err != nil {
+		if v := th.check(last, fmt.Sprintf("u%d", 10*limit-1), Principal{Kind: PrincipalUser, ID: fmt.Sprintf("u%d", 10*limit-1)}); v.err != nil {
 			t.Errorf("known user from its own blocked address: %v", v.err)
 		}
-		if v := th.check(last, "alice", true); v.err == nil {
+		if v := th.check(last, "alice", Principal{Kind: PrincipalUser, ID: "alice"}); v.err == nil {
 			t.Error("another user passed the block")
 		}
 	})
@@ -125,7 +125,7 @@ func TestThrottleRecordsOncePerInterval(t *testing.T) {
 	blockAddr(th, from)
 	recorded := 0
 	for range 50 {
-		v := th.check(from, "", false)
+		v := th.check(from, "", Principal{})
 		if v.err == nil {
 			t.Fatal("blocked address let through")
 		}
@@ -138,7 +138,7 @@ func TestThrottleRecordsOncePerInterval(t *testing.T) {
 	}
 	clk.t = clk.t.Add(reportEvery)
 	th.fail(from, "") // not blocked at the moment: a checked failure
-	if v := th.check(from, "", false); !v.record || v.note != "" {
+	if v := th.check(from, "", Principal{}); !v.record || v.note != "" {
 		t.Errorf("first refusal a minute later: record %v, note %q", v.record, v.note)
 	}
 	// Other refusals (a will) are limited the same way, on their own.

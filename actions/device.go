@@ -150,6 +150,9 @@ func (s *Service) CreateDevice(p Principal, nd NewDevice) (Device, string, error
 		} else if ErrorCode(err) != ENotFound {
 			return err
 		}
+		if err := idFree(tx, d.ID); err != nil { // a user's name (one namespace)
+			return err
+		}
 		if err := tx.PutDevice(d); err != nil {
 			return err
 		}

@@ -26,14 +26,61 @@ type Grant struct {
 
 var weekdayNames = []string{"sun", "mon", "tue", "wed", "thu", "fri", "sat"}
 
+// Grant dates: a date alone, or an RFC 3339 time; the years a grant can
+// mean (anything else, such as 0001-01-01, is a mistake, never "no limit").
+const (
+	grantDateLayout = "2006-01-02"
+	minGrantYear    = 2000
+	maxGrantYear    = 9999
+)
+
+// ParseGrantTime reads the from or until of a grant (field names it in
+// errors): a date like 2026-12-24, which is midnight at the start of that
+// day in the server's time zone, or an RFC 3339 time. "" is no limit.
+func (s *Service) ParseGrantTime(field, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.ParseInLocation(grantDateLayout, v, s.loc)
+	if err != nil {
+		t, err = time.Parse(time.RFC3339Nano, v)
+	}
+	if err != nil {
+		return time.Time{}, Errorf(EInvalid, "%s %q: want a date like 2026-12-24 or an RFC 3339 time like 2026-12-24T18:00:00+01:00", field, clip(v))
+	}
+	// Checked even when t is the zero time (0001-01-01 UTC), which a
+	// Grant reads as no limit.
+	return t, yearError(field, t)
+}
+
+// checkGrantYear refuses a from or until outside the years a grant can
+// mean; the zero time is no limit.
+func checkGrantYear(field string, t time.Time) error {
+	if t.IsZero() {
+		return nil
+	}
+	return yearError(field, t)
+}
+
+func yearError(field string, t time.Time) error {
+	if y := t.UTC().Year(); y < minGrantYear || y > maxGrantYear {
+		return Errorf(EInvalid, "%s %s: the year must be between %d and %d; omit %s for no limit",
+			field, t.UTC().Format(grantDateLayout), minGrantYear, maxGrantYear, field)
+	}
+	return nil
+}
+
+// hoursFormat is the message of every malformed hours range.
+const hoursFormat = `hours must look like "09:00-12:00": two times HH:MM from 00:00 to 23:59 (24:00 as an end), joined by "-"`
+
 // parseHours reads "HH:MM-HH:MM" into minutes since midnight.
 func parseHours(h string) (start, end int, err error) {
 	a, b, ok := strings.Cut(h, "-")
 	if !ok {
-		return 0, 0, Errorf(EInvalid, `hours must look like "09:00-12:00"`)
+		return 0, 0, Errorf(EInvalid, "%s", hoursFormat)
 	}
-	if start, err = parseClock(a); err == nil {
-		end, err = parseClock(b)
+	if start, err = parseClock(a, false); err == nil {
+		end, err = parseClock(b, true)
 	}
 	if err == nil && start == end {
 		err = Errorf(EInvalid, "hours must not start and end at the same minute")
@@ -41,21 +88,40 @@ func parseHours(h string) (start, end int, err error) {
 	return start, end, err
 }
 
-func parseClock(s string) (int, error) {
-	var hh, mm int
+// parseClock reads "HH:MM", digits only: 00:00 to 23:59, and 24:00 when
+// it is the end of a range.
+func parseClock(s string, end bool) (int, error) {
 	if len(s) != 5 || s[2] != ':' {
-		return 0, Errorf(EInvalid, `hours must look like "09:00-12:00"`)
+		return 0, Errorf(EInvalid, "%s", hoursFormat)
 	}
-	if _, err := fmt.Sscanf(s, "%02d:%02d", &hh, &mm); err != nil || hh > 24 || mm > 59 || (hh == 24 && mm != 0) {
-		return 0, Errorf(EInvalid, `hours must look like "09:00-12:00"`)
+	for _, i := range []int{0, 1, 3, 4} {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, Errorf(EInvalid, "%s", hoursFormat)
+		}
+	}
+	hh, mm := int(s[0]-'0')*10+int(s[1]-'0'), int(s[3]-'0')*10+int(s[4]-'0')
+	switch {
+	case mm > 59 || hh > 24 || hh == 24 && mm != 0:
+		return 0, Errorf(EInvalid, "%s", hoursFormat)
+	case hh == 24 && !end:
+		return 0, Errorf(EInvalid, "hours %q: a range starts at 23:59 at the latest (24:00 is only an end)", s)
 	}
 	return hh*60 + mm, nil
 }
 
 // validate checks the window's parts and normalises weekdays.
 func (g *Grant) validate() error {
+	if err := checkGrantYear("from", g.From); err != nil {
+		return err
+	}
+	if err := checkGrantYear("until", g.Until); err != nil {
+		return err
+	}
 	if !g.From.IsZero() && !g.Until.IsZero() && !g.From.Before(g.Until) {
 		return Errorf(EInvalid, "from must be before until")
+	}
+	if g.Weekdays != nil && len(g.Weekdays) == 0 {
+		return Errorf(EInvalid, "weekdays is empty: omit it for every day, or list the days (sun, mon, tue, wed, thu, fri, sat)")
 	}
 	seen := map[string]bool{}
 	for i, w := range g.Weekdays {

@@ -74,6 +74,24 @@ func (s *Service) CreatePairing(p Principal, kind string) (code string, pr Pairi
 	return code, pr, nil
 }
 
+// idFree says whether id can name a new device or user: device ids and
+// user names are one namespace, since an MQTT login's client id is its
+// username, and a device named like a person (or the other way round)
+// would make "alice" mean two identities.
+func idFree(tx Tx, id string) error {
+	if _, err := tx.Device(id); err == nil {
+		return Errorf(EConflict, "device id %q is taken", id)
+	} else if ErrorCode(err) != ENotFound {
+		return err
+	}
+	if _, err := tx.User(id); err == nil {
+		return Errorf(EConflict, "%q is a user name; a device needs another id", id)
+	} else if ErrorCode(err) != ENotFound {
+		return err
+	}
+	return nil
+}
+
 // pairDevice is hand_shake from a pair login: it creates the device with a
 // new secret, grants it to the code's creator and spends the code, all in
 // one transaction, then answers "credentials <id> <secret>".
@@ -98,8 +116,8 @@ func (s *Service) pairDevice(m Message) (string, error) {
 		if m.Args[0] != pr.Kind {
 			return Errorf(EInvalid, "this pairing code is for a %s, not a %q", pr.Kind, clip(m.Args[0]))
 		}
-		if _, err := tx.Device(id); err == nil {
-			return Errorf(EConflict, "device id %q is taken", id)
+		if err := idFree(tx, id); err != nil {
+			return err
 		}
 		d := Device{ID: id, Kind: pr.Kind, State: "unknown", Created: now, Owner: pr.User, SecretHash: Hash(secret)}
 		if len(m.Args) > 1 {

@@ -3,6 +3,7 @@ package actions
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -41,8 +42,9 @@ const (
 	maxScriptPublishes = 10
 	// maxScriptCommands bounds command() calls in one run.
 	maxScriptCommands = 100
-	// maxScriptsRunning runs may be under way at once; one more waits for
-	// a slot at most the time limit.
+	// maxScriptsRunning bounds the runs under way at once, stuck ones
+	// included (see scriptSlots); one more waits for a slot at most the
+	// time limit.
 	maxScriptsRunning = 16
 	// maxScriptsStuck is how many runs may be stuck in a built-in past
 	// their time limit; while they are, no script starts.
@@ -99,8 +101,23 @@ type scriptTable struct {
 	// lastStop is when each script last had a stop event.
 	lastStop map[string]time.Time
 
-	running chan struct{} // one token per run under way
-	stuck   atomic.Int32  // runs stuck past their time limit, not ended yet
+	// running holds one token per run under way, stuck runs included, so
+	// its size bounds the CPUs runs that cannot be interrupted can take.
+	running chan struct{}
+	stuck   atomic.Int32 // runs stuck past their time limit and counted
+	// stuckRuns are the runs stuck and counted, so that deleting or
+	// replacing their script can stop counting them (writeOff).
+	runMu     sync.Mutex
+	stuckRuns map[*scriptRun]struct{}
+}
+
+// scriptSlots is how many runs may be under way at once, stuck ones
+// included: half the CPUs Go uses, at least maxScriptsStuck and at most
+// maxScriptsRunning. A run stuck in a built-in cannot be stopped (Go has no
+// way to end a goroutine), so this is the most CPUs such runs can burn,
+// however many are triggered at once.
+func scriptSlots() int {
+	return min(maxScriptsRunning, max(maxScriptsStuck, runtime.GOMAXPROCS(0)/2))
 }
 
 // compiledScript is a stored script and, when scripts are enabled and it
@@ -118,7 +135,8 @@ func (s *Service) newScriptTable(enabled bool, limits ScriptLimits) *scriptTable
 		predeclared: sandboxPredeclared(),
 		byName:      map[string]*compiledScript{},
 		lastStop:    map[string]time.Time{},
-		running:     make(chan struct{}, maxScriptsRunning),
+		running:     make(chan struct{}, scriptSlots()),
+		stuckRuns:   map[*scriptRun]struct{}{},
 	}
 	t.server = s.scriptServer()
 	t.server.Freeze()
@@ -134,15 +152,57 @@ func (t *scriptTable) get(name string) *compiledScript {
 
 func (t *scriptTable) set(c *compiledScript) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	old := t.byName[c.Name]
 	t.byName[c.Name] = c
+	t.mu.Unlock()
+	if old != nil {
+		t.writeOffScript(old)
+	}
 }
 
 func (t *scriptTable) remove(name string) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	old := t.byName[name]
 	delete(t.byName, name)
 	delete(t.lastStop, name)
+	t.mu.Unlock()
+	if old != nil {
+		t.writeOffScript(old)
+	}
+}
+
+// writeOffScript stops counting the stuck runs of c, a script version an
+// admin deleted or replaced: they give back their slots and no longer
+// keep new runs from starting. They still run until their built-in
+// returns (nothing can end them sooner), and then do nothing.
+func (t *scriptTable) writeOffScript(c *compiledScript) {
+	t.runMu.Lock()
+	var runs []*scriptRun
+	for rc := range t.stuckRuns {
+		if rc.script == c {
+			runs = append(runs, rc)
+		}
+	}
+	t.runMu.Unlock()
+	for _, rc := range runs {
+		t.writeOff(rc)
+	}
+}
+
+// writeOff stops counting the stuck run rc, once.
+func (t *scriptTable) writeOff(rc *scriptRun) {
+	if rc.state.CompareAndSwap(runStuck, runWrittenOff) {
+		t.uncount(rc)
+	}
+}
+
+// uncount gives back the slot and the stuck count of a stuck run.
+func (t *scriptTable) uncount(rc *scriptRun) {
+	t.runMu.Lock()
+	delete(t.stuckRuns, rc)
+	t.runMu.Unlock()
+	t.stuck.Add(-1)
+	<-t.running
 }
 
 func errScriptsDisabled() error {
@@ -400,10 +460,13 @@ type scriptRun struct {
 	file   string
 	sender Principal // zero for the top level, run at compile time
 	via    string
+	// script is the version being run, nil for the top level run at
+	// compile time.
+	script *compiledScript
 
 	thread *starlark.Thread
 	stop   atomic.Pointer[string] // why the run was stopped
-	// state: 0 running, 1 returned, 2 stuck.
+	// state: runRunning, runReturned, runStuck or runWrittenOff.
 	state atomic.Int32
 
 	mu       sync.Mutex
@@ -417,6 +480,15 @@ type scriptOutput struct {
 	topic, text string
 	notify      bool
 }
+
+// Run states. A run holds its slot while running or stuck; a stuck run
+// is written off (uncounted) when its script is deleted or replaced.
+const (
+	runRunning int32 = iota
+	runReturned
+	runStuck
+	runWrittenOff
+)
 
 // runKey is the thread-local key of the *scriptRun.
 const runKey = "gatehouse.run"
@@ -453,8 +525,10 @@ func (rc *scriptRun) print(_ *starlark.Thread, msg string) {
 // sender. When the time is up the thread is cancelled; Starlark sees that
 // at its next step. A built-in can run on past it (comparing or hashing a
 // deeply shared structure, say): a run still busy scriptGrace later is
-// stuck. It may do nothing more, and while maxScriptsStuck runs are stuck
-// no script starts, so runaway runs cannot pile up on the CPUs.
+// stuck. It may do nothing more and keeps its slot, so however many are
+// triggered at once no more than scriptSlots can be stuck; and while
+// maxScriptsStuck runs are stuck no script starts. A stuck run of a script
+// an admin then deletes or replaces stops being counted (writeOffScript).
 func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlark.Value, error)) (v starlark.Value, err error) {
 	t := s.scripts
 	if t.stuck.Load() >= maxScriptsStuck {
@@ -472,8 +546,6 @@ func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlar
 			return nil, Errorf(EUnavailable, "script %s: too many scripts running", rc.name)
 		}
 	}
-	defer func() { <-t.running }()
-
 	th := &starlark.Thread{Name: "script " + rc.name, Print: rc.print, Load: refuseLoad}
 	th.SetLocal(runKey, rc)
 	rc.thread = th
@@ -492,10 +564,20 @@ func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlar
 
 	cancel := time.AfterFunc(lim.Time, func() { rc.halt("time limit") })
 	stuck := time.AfterFunc(lim.Time+scriptGrace, func() {
-		if rc.state.CompareAndSwap(0, 2) {
+		t.runMu.Lock()
+		counted := rc.state.CompareAndSwap(runRunning, runStuck)
+		if counted {
 			t.stuck.Add(1)
-			rc.end()
-			s.log.Warn("script stuck in a built-in past its time limit", "script", rc.name)
+			t.stuckRuns[rc] = struct{}{}
+		}
+		t.runMu.Unlock()
+		if !counted {
+			return
+		}
+		rc.end()
+		s.log.Warn("script stuck in a built-in past its time limit", "script", rc.name)
+		if rc.script != nil && t.get(rc.name) != rc.script {
+			t.writeOff(rc) // deleted or replaced while it ran
 		}
 	})
 	defer func() {
@@ -505,8 +587,11 @@ func (s *Service) execScript(rc *scriptRun, call func(*starlark.Thread) (starlar
 			s.log.Error("script panicked", "script", rc.name, "panic", p, "stack", string(debug.Stack()))
 			v, err = nil, Errorf(EInternal, "script %s: internal error", rc.name)
 		}
-		if !rc.state.CompareAndSwap(0, 1) {
-			t.stuck.Add(-1)
+		switch {
+		case rc.state.CompareAndSwap(runRunning, runReturned):
+			<-t.running
+		case rc.state.CompareAndSwap(runStuck, runReturned):
+			t.uncount(rc)
 		}
 		rc.end()
 	}()
@@ -526,7 +611,7 @@ func (s *Service) runScript(c *compiledScript, m Message) (string, error) {
 	if c.action == nil {
 		return "", Errorf(EUnavailable, "script %s does not compile; an admin must replace it", c.Name)
 	}
-	rc := &scriptRun{svc: s, name: c.Name, file: c.Name + ".star", sender: m.Sender, via: m.Via}
+	rc := &scriptRun{svc: s, name: c.Name, file: c.Name + ".star", sender: m.Sender, via: m.Via, script: c}
 	msg := scriptMessage(m)
 	v, err := s.execScript(rc, func(th *starlark.Thread) (starlark.Value, error) {
 		return starlark.Call(th, c.action, starlark.Tuple{msg, s.scripts.server}, nil)

@@ -14,3 +14,9 @@ func AddScriptBuiltin(s *Service, name string, fn func()) {
 
 // ScriptsStuck is how many given-up runs of s have not ended yet.
 func ScriptsStuck(s *Service) int { return int(s.scripts.stuck.Load()) }
+
+// ScriptSlots is how many runs may be under way at once, stuck included.
+func ScriptSlots() int { return scriptSlots() }
+
+// ScriptSlotsUsed is how many runs of s hold a slot now.
+func ScriptSlotsUsed(s *Service) int { return len(s.scripts.running) }

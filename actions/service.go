@@ -220,15 +220,19 @@ func (s *Service) Ready() error {
 
 // EnsureAdmin creates the user "admin" when the store has no user yet, with
 // token as its API token, or a random one when token is empty. It returns
-// the token it made up, "" when it made none.
+// the token it made up, "" when it made none. A token shorter than 16
+// characters is refused when it would be used; when the store already has
+// users it is not used, and only logged as a warning, so that a leftover
+// setting never keeps a working server from starting.
 func (s *Service) EnsureAdmin(token string) (generated string, err error) {
-	if token != "" && len(token) < 16 {
-		return "", Errorf(EInvalid, "admin token must be at least 16 characters")
-	}
+	short := token != "" && len(token) < 16
 	err = s.update(func(tx Tx) error {
 		users, err := tx.Users()
 		if err != nil || len(users) > 0 {
 			return err
+		}
+		if short {
+			return Errorf(EInvalid, "admin token must be at least 16 characters")
 		}
 		secret := token
 		if secret == "" {
@@ -246,6 +250,9 @@ func (s *Service) EnsureAdmin(token string) (generated string, err error) {
 		}
 		return tx.AppendEvent(&Event{Time: now, Type: EventAdmin, User: "admin", Via: ViaServer, Detail: "bootstrap admin created"})
 	})
+	if err == nil && short {
+		s.log.Warn("GATEHOUSE_ADMIN_TOKEN is shorter than 16 characters and was not used: the store already has users")
+	}
 	return generated, err
 }
 

@@ -45,11 +45,80 @@ const (
 	DefaultLinkTTL       = 15 * time.Minute
 	settingLinkKey       = "link_key"
 	minimumPictureLength = 32
+	// MaxPicturePixels bounds a picture's declared dimensions: a few KiB
+	// can announce a picture that would take gigabytes to decode in an
+	// app or a browser.
+	MaxPicturePixels = 40_000_000
 )
+
+// pictureTypes are the types a picture may have.
+var pictureTypes = []string{"image/jpeg", "image/png", "image/gif", "image/webp"}
+
+// PictureType reports whether a Content-Type names one of the picture
+// types the server takes.
+func PictureType(ct string) bool {
+	for _, t := range pictureTypes {
+		if strings.EqualFold(ct, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// SniffPicture returns the type of a picture from its bytes, or why it is
+// refused: not a complete JPEG, PNG, GIF or WebP image, or larger than
+// MaxPicturePixels.
+func SniffPicture(b []byte) (string, error) { return sniff(b) }
+
+// checkPixels refuses dimensions that are zero or absurd.
+func checkPixels(what string, w, h int) error {
+	if w <= 0 || h <= 0 {
+		return Errorf(EInvalid, "picture is not a complete %s: it has no pixels", what)
+	}
+	if int64(w)*int64(h) > MaxPicturePixels {
+		return Errorf(EInvalid, "picture is %d×%d pixels: at most %d megapixels", w, h, MaxPicturePixels/1_000_000)
+	}
+	return nil
+}
+
+// decodeConfig reads the dimensions of a JPEG, PNG or GIF and checks them.
+func decodeConfig(b []byte, what string) error {
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+	if err != nil {
+		return Errorf(EInvalid, "picture is not a complete %s", what)
+	}
+	return checkPixels(what, cfg.Width, cfg.Height)
+}
+
+// webpSize reads the canvas size of a WebP from its first chunk: VP8X
+// (extended), VP8L (lossless) or VP8 (lossy).
+func webpSize(b []byte) (w, h int, ok bool) {
+	if len(b) < 30 {
+		return 0, 0, false
+	}
+	le24 := func(p []byte) int { return int(p[0]) | int(p[1])<<8 | int(p[2])<<16 }
+	switch string(b[12:16]) {
+	case "VP8X":
+		return le24(b[24:27]) + 1, le24(b[27:30]) + 1, true
+	case "VP8L":
+		if b[20] != 0x2f {
+			return 0, 0, false
+		}
+		bits := binary.LittleEndian.Uint32(b[21:25])
+		return int(bits&0x3fff) + 1, int(bits>>14&0x3fff) + 1, true
+	case "VP8 ":
+		if b[23] != 0x9d || b[24] != 0x01 || b[25] != 0x2a {
+			return 0, 0, false
+		}
+		return int(binary.LittleEndian.Uint16(b[26:28]) & 0x3fff), int(binary.LittleEndian.Uint16(b[28:30]) & 0x3fff), true
+	}
+	return 0, 0, false
+}
 
 // sniff returns the MIME type of a complete JPEG, PNG, GIF or WebP image,
 // or an error: the type comes from the bytes, never from the client, and a
-// truncated file is refused.
+// truncated file is refused, and so is one whose header announces more
+// than MaxPicturePixels.
 func sniff(b []byte) (string, error) {
 	bad := func(what string) (string, error) {
 		return "", Errorf(EInvalid, "picture is not a complete %s", what)
@@ -63,29 +132,36 @@ func sniff(b []byte) (string, error) {
 		if !bytes.HasSuffix(end, []byte{0xFF, 0xD9}) {
 			return bad("JPEG")
 		}
-		if _, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil {
-			return bad("JPEG")
+		if err := decodeConfig(b, "JPEG"); err != nil {
+			return "", err
 		}
 		return "image/jpeg", nil
 	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
 		if !bytes.HasSuffix(b, []byte{0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82}) {
 			return bad("PNG")
 		}
-		if _, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil {
-			return bad("PNG")
+		if err := decodeConfig(b, "PNG"); err != nil {
+			return "", err
 		}
 		return "image/png", nil
 	case bytes.HasPrefix(b, []byte("GIF87a")) || bytes.HasPrefix(b, []byte("GIF89a")):
 		if b[len(b)-1] != 0x3B {
 			return bad("GIF")
 		}
-		if _, _, err := image.DecodeConfig(bytes.NewReader(b)); err != nil {
-			return bad("GIF")
+		if err := decodeConfig(b, "GIF"); err != nil {
+			return "", err
 		}
 		return "image/gif", nil
 	case bytes.HasPrefix(b, []byte("RIFF")) && string(b[8:12]) == "WEBP":
 		if int(binary.LittleEndian.Uint32(b[4:8]))+8 != len(b) {
 			return bad("WebP")
+		}
+		w, h, ok := webpSize(b)
+		if !ok {
+			return bad("WebP")
+		}
+		if err := checkPixels("WebP", w, h); err != nil {
+			return "", err
 		}
 		return "image/webp", nil
 	}

@@ -86,6 +86,12 @@ func (s *Service) CreateUser(p Principal, name, role string) (User, Token, strin
 		} else if ErrorCode(err) != ENotFound {
 			return err
 		}
+		// One namespace with device ids (see idFree).
+		if _, err := tx.Device(name); err == nil {
+			return Errorf(EConflict, "%q is a device id; a user needs another name", name)
+		} else if ErrorCode(err) != ENotFound {
+			return err
+		}
 		if err := tx.PutUser(u); err != nil {
 			return err
 		}
@@ -276,6 +282,9 @@ func (s *Service) IssueToken(user, role string) (string, error) {
 		u, err := tx.User(user)
 		switch {
 		case ErrorCode(err) == ENotFound:
+			if err := idFree(tx, user); err != nil { // a device's id (one namespace)
+				return err
+			}
 			if role == "" {
 				role = RoleAdmin
 			}

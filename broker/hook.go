@@ -102,7 +102,8 @@ func (h *hook) claim(id, who string, persistent bool) *identity {
 	o.live++
 	ident := h.idents[who]
 	if ident == nil {
-		ident = &identity{rate: rate.NewLimiter(rate.Limit(h.limits.MessageRate), h.limits.MessageBurst)}
+		ident = &identity{rate: rate.NewLimiter(rate.Limit(h.limits.MessageRate), h.limits.MessageBurst),
+			acks: rate.NewLimiter(rate.Limit(h.limits.MessageRate*ackRatio), h.limits.MessageBurst*ackRatio)}
 		h.idents[who] = ident
 	}
 	ident.live++
@@ -296,7 +297,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	c := v.(*conn)
 	p := c.p
-	if !c.ident.rate.Allow() {
+	bucket := c.ident.rate
+	if bytes.HasPrefix(pk.Payload, []byte("ack ")) {
+		bucket = c.ident.acks
+	}
+	if !bucket.Allow() {
 		h.overRate(c)
 		return pk, overRate(cl, pk)
 	}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -61,7 +62,12 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		go func() {
 			defer l.conns.done(conn)
 			defer l.gate.release(conn)
-			if err := establish(l.id, conn); err != nil {
+			defer conn.Close()
+			c, err := screen(conn)
+			if err == nil {
+				err = establish(l.id, c)
+			}
+			if err != nil {
 				l.log.Debug("connection ended", "remote", conn.RemoteAddr().String(), "error", err)
 			}
 		}()
@@ -188,9 +194,61 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer l.conns.done(conn)
 	_ = conn.SetDeadline(time.Now().Add(l.wait))
-	if err := (*est)(l.id, conn); err != nil {
+	sc, err := screen(conn)
+	if err == nil {
+		err = (*est)(l.id, sc)
+	}
+	if err != nil {
 		l.log.Debug("connection ended", "remote", r.RemoteAddr, "error", err)
 	}
+}
+
+// screen reads the fixed header of a connection's first packet and hands
+// the connection on only if it announces a CONNECT of at most
+// MaxConnectSize bytes; anything else is refused here, before mochi sets
+// up a client for it. The connection handed on reads the header again.
+func screen(conn net.Conn) (net.Conn, error) {
+	head := make([]byte, 0, 5)
+	var b [1]byte
+	for len(head) < 5 {
+		if _, err := io.ReadFull(conn, b[:]); err != nil {
+			return nil, err
+		}
+		head = append(head, b[0])
+		if len(head) == 1 {
+			if b[0] != 0x10 { // CONNECT, no flags [MQTT-3.1.0-1]
+				return nil, errors.New("first packet is not CONNECT")
+			}
+			continue
+		}
+		if b[0]&0x80 == 0 { // the last byte of the remaining length
+			n, mult := 0, 1
+			for _, d := range head[1:] {
+				n += int(d&0x7f) * mult
+				mult *= 128
+			}
+			if n > MaxConnectSize {
+				return nil, fmt.Errorf("CONNECT of %d bytes, more than %d", n, MaxConnectSize)
+			}
+			return &screenedConn{Conn: conn, head: head}, nil
+		}
+	}
+	return nil, errors.New("malformed remaining length")
+}
+
+// screenedConn is a connection whose first bytes were read by screen.
+type screenedConn struct {
+	net.Conn
+	head []byte
+}
+
+func (c *screenedConn) Read(p []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(p, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // WebSocketHandler is the handler for MQTT over WebSocket.

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,13 +9,48 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Snapshot writes a consistent copy of the whole data file to w while
-// writes go on: it is one read transaction. size is called with the
-// copy's length before the first byte is written.
+// writes go on. size is called with the copy's length before the first
+// byte is written.
+//
+// The copy is made first into a temporary file beside the data file, in
+// one read transaction that lasts as long as the disk takes, and only then
+// streamed to w: a read transaction held open while a slow client reads
+// would make every write that grows the file wait for it (bbolt remaps the
+// file under a write, and that waits for open readers).
 func (db *DB) Snapshot(w io.Writer, size func(int64)) (int64, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(db.bolt.Path()), ".gatehouse-backup-*")
+	if err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	// Unlinked at once where the system allows it, so a crash leaves
+	// nothing behind; the open file stays readable until closed.
+	os.Remove(tmp.Name())
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	n, err := db.snapshot(tmp, nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
+	}
+	if size != nil {
+		size(n)
+	}
+	m, err := io.CopyN(w, tmp, n)
+	if err != nil {
+		return m, fmt.Errorf("snapshot: %w", err)
+	}
+	return m, nil
+}
+
+// snapshot writes the copy to w inside one read transaction.
+func (db *DB) snapshot(w io.Writer, size func(int64)) (int64, error) {
 	var n int64
 	err := db.bolt.View(func(btx *bbolt.Tx) error {
 		if size != nil {
@@ -36,7 +70,7 @@ func (db *DB) Snapshot(w io.Writer, size func(int64)) (int64, error) {
 // temporary file beside it, synced, then renamed.
 func (db *DB) BackupFile(path string) error {
 	return writeAtomic(path, func(f *os.File) error {
-		_, err := db.Snapshot(f, nil)
+		_, err := db.snapshot(f, nil) // to a file: nothing slow holds the transaction
 		return err
 	})
 }
@@ -82,43 +116,33 @@ func syncDir(dir string) error {
 // ErrForeign is returned for a file that is not a Gatehouse store.
 var ErrForeign = errors.New("not a gatehouse data file")
 
-// Inspect opens path read-only and returns its schema version. It refuses
-// anything that is not a Gatehouse store this binary can open: a file that
-// is not bbolt, a bbolt file without Gatehouse's meta, or a newer schema.
+// Inspect checks the file at path (see checkFile) and opens it read-only
+// to return its schema version. It refuses anything that is not a
+// Gatehouse store this binary can open: a file that is not bbolt, a bbolt
+// file without Gatehouse's meta, a newer schema, or a damaged file.
 func Inspect(path string) (int, error) {
 	if _, err := os.Stat(path); err != nil {
 		return 0, err
 	}
-	b, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: lockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return 0, fmt.Errorf("%s: %w", path, ErrInUse)
-	}
+	b, err := openChecked(path, &bbolt.Options{ReadOnly: true, Timeout: lockTimeout})
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w: %v", path, ErrForeign, err)
+		return 0, err
 	}
 	defer b.Close()
-	var version uint64
-	err = b.View(func(tx *bbolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return fmt.Errorf("%s: %w: no meta bucket", path, ErrForeign)
-		}
-		v := meta.Get(keySchemaVersion)
-		if len(v) != 8 {
-			return fmt.Errorf("%s: %w: no schema version", path, ErrForeign)
-		}
-		version = binary.BigEndian.Uint64(v)
-		if version == 0 || version > uint64(SchemaVersion) {
-			return fmt.Errorf("%s: schema version %d; this binary knows 1 to %d", path, version, SchemaVersion)
-		}
-		for _, name := range bucketsAt(int(version)) {
-			if tx.Bucket(name) == nil {
-				return fmt.Errorf("%s: %w: bucket %s missing", path, ErrForeign, name)
+	var version int
+	err = guard(path, func() error {
+		return b.View(func(tx *bbolt.Tx) (err error) {
+			version, err = schema(tx)
+			if err == nil && version == 0 {
+				err = &DamagedError{Problem: "a bbolt file without Gatehouse's meta bucket", foreign: true}
 			}
-		}
-		return nil
+			return err
+		})
 	})
-	return int(version), err
+	if errors.Is(err, errNewer) {
+		return version, fmt.Errorf("%s: %w", path, err)
+	}
+	return version, withPath(path, err)
 }
 
 // bucketsAt lists the data buckets a file of schema version v has.
@@ -133,27 +157,43 @@ func bucketsAt(v int) [][]byte {
 	if v >= 4 {
 		out = append(out, bucketScripts)
 	}
+	if v >= 5 {
+		out = append(out, bucketLogins)
+	}
 	return out
 }
 
-// Restore replaces the store at path with the snapshot in from. It checks
-// from with Inspect, holds the lock of the current file (so it fails while
-// a server runs), keeps the current file beside it as
-// <path>.before-restore-<time>, swaps the new one in with a rename, and
+// Restore replaces the store at path with the backup in from, creating
+// the data dir if need be. It runs every check on from first (checkFile,
+// bbolt's tx.Check, the schema), so a damaged backup is refused before
+// anything changes; it holds the lock of the current file (so it fails
+// while a server runs) without reading it, so a damaged current file can be
+// replaced; keeps the current file beside it as
+// <path>.before-restore-<time>; swaps the new one in with a rename; and
 // opens it once to bring its schema up to date. It returns where the old
 // file went ("" when there was none).
 func Restore(path, from string) (kept string, err error) {
-	if _, err := Inspect(from); err != nil {
+	if _, err := os.Stat(from); err != nil {
 		return "", fmt.Errorf("restore: %w", err)
 	}
-	var current *bbolt.DB
+	if _, err := verify(from); err != nil {
+		var d *DamagedError
+		if errors.As(err, &d) {
+			return "", fmt.Errorf("restore: backup %w; nothing was changed", err)
+		}
+		return "", fmt.Errorf("restore: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", fmt.Errorf("restore: data dir: %w", err)
+	}
+	var current *os.File
 	if _, err := os.Stat(path); err == nil {
-		current, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
-		if errors.Is(err, berrors.ErrTimeout) {
-			return "", fmt.Errorf("restore: %s: %w; stop the server first", path, ErrInUse)
+		current, err = lockCurrent(path)
+		if errors.Is(err, ErrInUse) {
+			return "", fmt.Errorf("restore: %w; stop the server first", err)
 		}
 		if err != nil {
-			return "", fmt.Errorf("restore: %s: %w", path, err)
+			return "", fmt.Errorf("restore: %w", err)
 		}
 		defer func() {
 			if current != nil {
@@ -170,6 +210,10 @@ func Restore(path, from string) (kept string, err error) {
 	if err := writeAtomic(staged, func(f *os.File) error { _, err := io.Copy(f, src); return err }); err != nil {
 		return "", fmt.Errorf("restore: copy: %w", err)
 	}
+	if _, err := checkFile(staged, false); err != nil {
+		os.Remove(staged)
+		return "", fmt.Errorf("restore: the copy of the backup: %w", err)
+	}
 	if current != nil {
 		kept = fmt.Sprintf("%s.before-restore-%s", path, time.Now().UTC().Format("20060102T150405Z"))
 		if err := os.Link(path, kept); err != nil {
@@ -185,7 +229,7 @@ func Restore(path, from string) (kept string, err error) {
 		return kept, fmt.Errorf("restore: %w", err)
 	}
 	if current != nil {
-		current.Close()
+		current.Close() // releases the lock of the file now kept aside
 		current = nil
 	}
 	db, err := Open(path)

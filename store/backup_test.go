@@ -158,6 +158,107 @@ func TestSnapshotWhileWriting(t *testing.T) {
 	}
 }
 
+// stalledWriter is a backup client that stops reading: its first Write
+// blocks until release is closed.
+type stalledWriter struct {
+	once    sync.Once
+	stalled chan struct{} // closed when the first Write starts waiting
+	release chan struct{}
+	buf     bytes.Buffer
+}
+
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		close(w.stalled)
+		<-w.release
+	})
+	return w.buf.Write(p)
+}
+
+// A snapshot whose reader stalls must not hold up writes. bbolt remaps
+// the file when a write makes it grow, and the remap waits for every open
+// read transaction, so a snapshot streamed from inside one froze every
+// write behind a slow backup client.
+func TestSnapshotStalledReaderDoesNotBlockWrites(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gatehouse.db")
+	db := mustOpenAt(t, path)
+	fill(t, db)
+	putPictures(t, db, 4, 64<<10)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Error(err)
+			return 1 << 62
+		}
+		return fi.Size()
+	}
+	w := &stalledWriter{stalled: make(chan struct{}), release: make(chan struct{})}
+	snap := make(chan error, 1)
+	go func() {
+		_, err := db.Snapshot(w, nil)
+		snap <- err
+	}()
+	select {
+	case <-w.stalled:
+	case err := <-snap:
+		t.Fatalf("snapshot ended before writing: %v", err)
+	}
+	before := w.buf.Len()
+
+	// While the reader stalls, writes more than double the file, so bbolt
+	// must remap it (its map is at most twice the file's size).
+	start := size()
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for i := 0; size() <= 2*start; i++ {
+			err := db.Update(func(tx actions.Tx) error {
+				e := actions.Event{Time: t0, Type: "stranger", Device: "cam"}
+				if err := tx.AppendEvent(&e); err != nil {
+					return err
+				}
+				return tx.PutPicture(actions.Stranger{ID: e.ID, Device: "cam", Time: t0, Type: "image/webp"}, make([]byte, 256<<10))
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	select {
+	case <-wrote:
+	case <-time.After(time.Minute):
+		close(w.release)
+		<-wrote
+		t.Fatal("writes waited for the stalled snapshot reader")
+	}
+	if w.buf.Len() != before {
+		t.Fatal("the reader was not stalled while the writes went on")
+	}
+
+	// The snapshot then completes with the state from its start.
+	close(w.release)
+	if err := <-snap; err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "snap.db")
+	os.WriteFile(p, w.buf.Bytes(), 0o600)
+	if r, err := store.Check(p); err != nil || len(r.Problems) > 0 {
+		t.Fatalf("check of the snapshot: %+v %v", r, err)
+	}
+	copyDB := mustOpenAt(t, p)
+	mustView(t, copyDB, func(tx actions.Tx) error {
+		all, err := tx.AllStrangers()
+		if err != nil || len(all) != 4 {
+			t.Errorf("pictures in the snapshot: %d %v, want the 4 from its start", len(all), err)
+		}
+		return nil
+	})
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".gatehouse-backup-*")); len(left) > 0 {
+		t.Errorf("temporary snapshot left behind: %v", left)
+	}
+}
+
 func TestInspect(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("ErrForeignText", func(t *testing.T) {
@@ -228,6 +329,26 @@ func TestRestore(t *testing.T) {
 		old := mustOpenAt(t, kept)
 		if err := old.View(func(tx actions.Tx) error { _, err := tx.Device("door"); return err }); actions.ErrorCode(err) != actions.ENotFound {
 			t.Errorf("kept file is not the previous one: %v", err)
+		}
+	})
+	t.Run("ErrNewer", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "newer.db")
+		os.WriteFile(p, mustRead(t, backup), 0o600)
+		setSchema(t, p, store.SchemaVersion+1)
+		if _, err := store.Restore(live, p); err == nil || !strings.Contains(err.Error(), "newer than this binary") || errors.Is(err, store.ErrDamaged) {
+			t.Errorf("restore of a newer schema: %v", err)
+		}
+	})
+	t.Run("ErrDamaged", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "cut.db")
+		os.WriteFile(p, mustRead(t, backup)[:3*4096], 0o600)
+		before := mustRead(t, live)
+		_, err := store.Restore(live, p)
+		if !errors.Is(err, store.ErrDamaged) || !strings.Contains(err.Error(), "backup "+p+" is damaged (truncated") {
+			t.Errorf("restore of a truncated backup: %v", err)
+		}
+		if !bytes.Equal(before, mustRead(t, live)) {
+			t.Error("a refused restore changed the live file")
 		}
 	})
 	t.Run("ErrForeign", func(t *testing.T) {
@@ -304,4 +425,13 @@ func TestExportImport(t *testing.T) {
 			t.Error("imported over an existing file")
 		}
 	})
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -110,5 +110,5 @@ func (t *tx) DeleteDevice(id string) error {
 	if err := b.Delete([]byte(id)); err != nil {
 		return fmt.Errorf("delete device %q: %w", id, err)
 	}
-	return nil
+	return t.deleteLogins(actions.LoginIdentity(actions.PrincipalDevice, id))
 }

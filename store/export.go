@@ -62,6 +62,7 @@ var codecs = map[string]bucketCodec{
 	"pictures":     {hexKey: true, keyLen: eventKeyLen, binary: true},
 	"settings":     {binary: true},
 	"scripts":      {value: func() any { return new(scriptRecord) }},
+	"logins":       {value: func() any { return new(loginRecord) }},
 }
 
 // Export writes the whole state as indented JSON to w, from one read

@@ -4,6 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -29,6 +32,7 @@ var (
 	bucketPictures    = []byte("pictures")
 	bucketSettings    = []byte("settings")
 	bucketScripts     = []byte("scripts")
+	bucketLogins      = []byte("logins")
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -61,6 +65,9 @@ var migrations = [...]func(*bbolt.Tx) error{
 	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketStrangers, bucketPictures, bucketSettings) },
 	// 4: actions added at run time (Starlark scripts).
 	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketScripts) },
+	// 5: the addresses each person and device logged in from correctly,
+	// so that login throttling survives a restart (see actions/auth.go).
+	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketLogins) },
 }
 
 // SchemaVersion is the schema version this binary writes: the number of
@@ -83,6 +90,7 @@ type DB struct {
 	closed  bool
 	queue   chan write
 	stopped chan struct{}
+	health  writeHealth // whether the last commit failed (writer.go)
 }
 
 // Options tunes Open.
@@ -91,6 +99,12 @@ type Options struct {
 	// fsync instead of grouping concurrent writes (for comparison in
 	// benchmarks).
 	OneCommitPerWrite bool
+	// MustExist refuses a missing file with ErrNoStore instead of creating
+	// a new store: offline commands work on an existing store only.
+	MustExist bool
+	// Logger receives failing and recovering writes (at most one line per
+	// faultLogInterval); nil discards them.
+	Logger *slog.Logger
 }
 
 var _ actions.Store = (*DB)(nil)
@@ -98,25 +112,57 @@ var _ actions.Store = (*DB)(nil)
 // Open opens or creates the data file at path (mode 0600), brings its schema
 // up to date and returns the store. It fails within about a second if
 // another process has the file open.
+//
+// An existing file is checked before bbolt reads it (size, both meta pages,
+// the pages they point at, the schema; see check.go), and a damaged one is
+// refused with one line saying what is wrong and how to restore a backup;
+// an empty file is damaged too, never silently made a new store.
 func Open(path string) (*DB, error) { return OpenWith(path, Options{}) }
 
 // OpenWith is Open with options.
 func OpenWith(path string, opts Options) (*DB, error) {
-	b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("open store: %s: %w", path, ErrInUse)
+	_, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && opts.MustExist:
+		return nil, fmt.Errorf("%s: %w", path, ErrNoStore)
+	case errors.Is(err, fs.ErrNotExist):
+		b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockTimeout})
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("open store: %s: %w", path, ErrInUse)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open store: %s: %w", path, err)
+		}
+		return start(path, b, opts)
+	case err != nil:
+		return nil, fmt.Errorf("open store: %w", err)
 	}
-	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
-		return nil, fmt.Errorf("open store: %s: not a gatehouse data file, or damaged: %w", path, err)
+	b, err := openChecked(path, &bbolt.Options{Timeout: lockTimeout})
+	var d *DamagedError
+	if errors.As(err, &d) {
+		return nil, dataFileError(path, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open store: %s: %w", path, err)
+		return nil, fmt.Errorf("open store: %w", err)
 	}
-	if err := b.Update(func(btx *bbolt.Tx) error { return migrate(btx, migrations[:]) }); err != nil {
+	return start(path, b, opts)
+}
+
+// start brings the schema of the open file b up to date and starts the
+// store on it.
+func start(path string, b *bbolt.DB, opts Options) (*DB, error) {
+	err := guard(path, func() error {
+		return b.Update(func(btx *bbolt.Tx) error { return migrate(btx, migrations[:]) })
+	})
+	if err != nil {
 		b.Close()
+		var d *DamagedError
+		if errors.As(withPath(path, err), &d) {
+			return nil, dataFileError(path, err)
+		}
 		return nil, fmt.Errorf("open store: %s: %w", path, err)
 	}
-	db := &DB{bolt: b, grouped: !opts.OneCommitPerWrite}
+	db := &DB{bolt: b, grouped: !opts.OneCommitPerWrite, health: writeHealth{log: opts.Logger}}
 	if db.grouped {
 		db.queue, db.stopped = make(chan write), make(chan struct{})
 		go db.writer()
@@ -127,6 +173,9 @@ func OpenWith(path string, opts Options) (*DB, error) {
 // migrate runs the migrations the file has not seen yet and records the new
 // schema version, all in tx, so a failed migration leaves the file as it was.
 func migrate(tx *bbolt.Tx, migrations []func(*bbolt.Tx) error) error {
+	if _, err := schema(tx); err != nil && !errors.Is(err, errNewer) {
+		return err
+	}
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketMeta, err)
@@ -189,7 +238,7 @@ func (db *DB) View(fn func(actions.Tx) error) error {
 // Concurrent Updates share commits; fn may run more than once.
 func (db *DB) Update(fn func(actions.Tx) error) error {
 	if !db.grouped {
-		return db.bolt.Update(func(btx *bbolt.Tx) error { return safeRun(fn, btx) })
+		return db.updateOne(fn)
 	}
 	w := write{fn: fn, done: make(chan error, 1)}
 	db.mu.RLock()

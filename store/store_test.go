@@ -196,8 +196,8 @@ func TestOpen(t *testing.T) {
 				db.Close()
 				t.Fatalf("Open succeeded on a %d-byte text file, want an error", len(data))
 			}
-			if !strings.HasPrefix(err.Error(), "open store: ") {
-				t.Errorf("err = %q, want it to start with %q", err, "open store: ")
+			if want := "data file " + path + " is damaged or not a Gatehouse data file"; !strings.HasPrefix(err.Error(), want) || !errors.Is(err, store.ErrForeign) {
+				t.Errorf("err = %q, want it to start with %q", err, want)
 			}
 		}
 	})

@@ -104,6 +104,9 @@ func (t *tx) DeleteUser(name string) error {
 	if _, err := t.User(name); err != nil {
 		return err
 	}
+	if err := t.deleteLogins(actions.LoginIdentity(actions.PrincipalUser, name)); err != nil {
+		return err
+	}
 	return t.tx.Bucket(bucketUsers).Delete([]byte(name))
 }
 

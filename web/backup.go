@@ -1,6 +1,7 @@
 package web
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,6 +10,12 @@ import (
 
 	"gatehouse/actions"
 )
+
+// backupWriteTimeout bounds each write of a backup download: the snapshot
+// is already on disk (the store copies it before streaming, so no write of
+// the server waits for the client), and a client that stops reading for
+// this long is dropped so its copy is freed.
+const backupWriteTimeout = 5 * time.Minute
 
 // handleBackup streams a consistent copy of the data file; the server keeps
 // running and writing meanwhile.
@@ -20,8 +27,11 @@ func (s *server) handleBackup(c echo.Context) error {
 	h.Set(echo.HeaderContentType, "application/octet-stream")
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="gatehouse-`+time.Now().UTC().Format("20060102T150405Z")+`.db"`)
 	h.Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(c.Response())
+	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
 	started := false
-	err := s.svc.Backup(principal(c), c.Response(), func(size int64) {
+	w := deadlineWriter{w: c.Response(), rc: rc}
+	err := s.svc.Backup(principal(c), w, func(size int64) {
 		h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
 		c.Response().WriteHeader(http.StatusOK)
 		started = true
@@ -33,4 +43,15 @@ func (s *server) handleBackup(c echo.Context) error {
 		return nil
 	}
 	return err
+}
+
+// deadlineWriter gives each write to the client backupWriteTimeout.
+type deadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	d.rc.SetWriteDeadline(time.Now().Add(backupWriteTimeout)) // unsupported: no deadline, as before
+	return d.w.Write(p)
 }

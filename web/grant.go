@@ -9,13 +9,17 @@ import (
 	"gatehouse/actions"
 )
 
+// grantCreateRequest holds from and until as text, so that a date the
+// server cannot read is refused with the formats it takes, and one it
+// reads as the zero time (0001-01-01) is refused rather than taken as
+// "no limit".
 type grantCreateRequest struct {
-	User     string    `json:"user"`
-	Device   string    `json:"device"`
-	From     time.Time `json:"from"`
-	Until    time.Time `json:"until"`
-	Weekdays []string  `json:"weekdays"`
-	Hours    string    `json:"hours"`
+	User     string   `json:"user"`
+	Device   string   `json:"device"`
+	From     string   `json:"from"`
+	Until    string   `json:"until"`
+	Weekdays []string `json:"weekdays"`
+	Hours    string   `json:"hours"`
 }
 
 func (s *server) handleGrantCreate(c echo.Context) error {
@@ -23,8 +27,15 @@ func (s *server) handleGrantCreate(c echo.Context) error {
 	if err := decode(c, &req); err != nil {
 		return err
 	}
-	g, err := s.svc.CreateGrant(principal(c), actions.Grant{User: req.User, Device: req.Device, From: req.From,
-		Until: req.Until, Weekdays: req.Weekdays, Hours: req.Hours})
+	g := actions.Grant{User: req.User, Device: req.Device, Weekdays: req.Weekdays, Hours: req.Hours}
+	var err error
+	if g.From, err = s.svc.ParseGrantTime("from", req.From); err != nil {
+		return err
+	}
+	if g.Until, err = s.svc.ParseGrantTime("until", req.Until); err != nil {
+		return err
+	}
+	g, err = s.svc.CreateGrant(principal(c), g)
 	if err != nil {
 		return err
 	}

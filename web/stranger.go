@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net/http"
+	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -32,33 +35,79 @@ func (s *server) authenticateDevice(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// Upload and download limits of pictures.
+const (
+	// DefaultUploadTimeout is how long a client has to send a picture's
+	// body, once its headers are in.
+	DefaultUploadTimeout = 30 * time.Second
+	// maxRanges is the most byte ranges a picture request may ask for; a
+	// request for more is answered with the whole picture, so that tiny
+	// ranges cannot turn one picture into a response many times its size.
+	maxRanges = 4
+)
+
 // readPicture reads the request body, raw or as the first file of a
-// multipart form, refusing more than the cap.
-func (s *server) readPicture(c echo.Context, multipartOK bool) ([]byte, error) {
+// multipart form, refusing more than the cap: at once when the declared
+// length is over it, as soon as the cap is passed otherwise, so no more
+// than the cap is ever held. The body must arrive within the upload
+// timeout (a read deadline on the connection), so a slow sender cannot
+// hold a request and its memory for long.
+func (s *server) readPicture(c echo.Context, multipartOK bool) ([]byte, string, error) {
 	r := c.Request()
+	tooBig := echo.NewHTTPError(http.StatusRequestEntityTooLarge, "picture larger than "+strconv.FormatInt(s.maxPicture>>20, 10)+" MiB")
+	if r.ContentLength > s.maxPicture {
+		return nil, "", tooBig
+	}
+	if err := http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(s.uploadTimeout)); err != nil {
+		s.log.Debug("picture upload without a read deadline", "error", err)
+	}
 	r.Body = http.MaxBytesReader(c.Response(), r.Body, s.maxPicture)
 	ct, params, _ := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType))
 	var body io.Reader = r.Body
 	if multipartOK && ct == "multipart/form-data" {
-		mr, err := multipartReader(r, params["boundary"])
+		part, err := multipartReader(r, params["boundary"])
 		if err != nil {
-			return nil, err
+			return nil, "", uploadError(err, tooBig, s.uploadTimeout)
 		}
-		body = mr
+		body, ct = part, ""
+		if pct, _, err := mime.ParseMediaType(part.Header.Get(echo.HeaderContentType)); err == nil {
+			ct = pct
+		}
 	}
-	data, err := io.ReadAll(body)
-	var tooBig *http.MaxBytesError
-	if errors.As(err, &tooBig) {
-		return nil, echo.NewHTTPError(http.StatusRequestEntityTooLarge, "picture larger than "+strconv.FormatInt(s.maxPicture>>20, 10)+" MiB")
+	// Room for the declared length and the read that finds the end, so a
+	// body of known length is read without copying.
+	data := make([]byte, 0, min(max(r.ContentLength, 0), s.maxPicture)+1)
+	for {
+		if len(data) == cap(data) {
+			data = append(data, 0)[:len(data)]
+		}
+		n, err := body.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF {
+			return data, ct, nil
+		}
+		if err != nil {
+			return nil, "", uploadError(err, tooBig, s.uploadTimeout)
+		}
 	}
-	if err != nil {
-		return nil, actions.Errorf(actions.EInvalid, "could not read the picture")
+}
+
+// uploadError is the answer to a picture body that could not be read.
+func uploadError(err error, tooBig *echo.HTTPError, timeout time.Duration) error {
+	var maxBytes *http.MaxBytesError
+	switch {
+	case errors.As(err, &maxBytes):
+		return tooBig
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return echo.NewHTTPError(http.StatusRequestTimeout, "picture not sent within "+timeout.String())
+	case actions.ErrorCode(err) == actions.EInvalid:
+		return err
 	}
-	return data, nil
+	return actions.Errorf(actions.EInvalid, "could not read the picture")
 }
 
 // multipartReader returns the first file part of a multipart body.
-func multipartReader(r *http.Request, boundary string) (io.Reader, error) {
+func multipartReader(r *http.Request, boundary string) (*multipart.Part, error) {
 	if boundary == "" {
 		return nil, actions.Errorf(actions.EInvalid, "multipart body without boundary")
 	}
@@ -68,6 +117,10 @@ func multipartReader(r *http.Request, boundary string) (io.Reader, error) {
 	}
 	for {
 		part, err := mr.NextPart()
+		var maxBytes *http.MaxBytesError
+		if errors.As(err, &maxBytes) || errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, actions.Errorf(actions.EInvalid, "multipart body has no file")
 		}
@@ -89,9 +142,20 @@ func uploadTime(c echo.Context) time.Time {
 // handleStrangerUpload is POST /api/v1/strangers and the prototype's
 // POST /upload (which also takes multipart): a camera's picture.
 func (s *server) handleStrangerUpload(c echo.Context) error {
-	data, err := s.readPicture(c, c.Path() == "/upload")
+	data, declared, err := s.readPicture(c, c.Path() == "/upload")
 	if err != nil {
 		return err
+	}
+	// The type is the bytes'; a client that says it sends another one
+	// sends something else than it thinks (or than it claims).
+	if actions.PictureType(declared) {
+		typ, err := actions.SniffPicture(data)
+		if err != nil {
+			return err
+		}
+		if typ != declared {
+			return echo.NewHTTPError(http.StatusUnsupportedMediaType, "the body is "+typ+", not "+declared+" as its Content-Type says")
+		}
 	}
 	st, err := s.svc.AddStranger(principal(c), uploadTime(c), data, actions.ViaREST)
 	if err != nil {
@@ -154,6 +218,9 @@ func (s *server) handleLatestPicture(c echo.Context) error {
 // servePicture answers with an immutable picture: ETag, Cache-Control,
 // type and length, conditional requests and ranges from net/http.
 func servePicture(c echo.Context, st actions.Stranger, data []byte, cache string) error {
+	if r := c.Request(); strings.Count(r.Header.Get("Range"), ",") >= maxRanges {
+		r.Header.Del("Range") // more than maxRanges ranges: the whole picture (RFC 9110 §14.2)
+	}
 	h := c.Response().Header()
 	h.Set(echo.HeaderContentType, st.Type)
 	h.Set("ETag", `"`+st.ID+`"`)

@@ -32,8 +32,18 @@ type Options struct {
 	MQTT http.Handler
 	// MaxPicture caps an uploaded picture (default 5 MiB).
 	MaxPicture int64
+	// UploadTimeout bounds the time to send a picture's body (default
+	// 30 s, DefaultUploadTimeout).
+	UploadTimeout time.Duration
 	// Heartbeat is the interval of SSE heartbeats (default 15 s).
 	Heartbeat time.Duration
+	// Scripts shows the dashboard's scripts page (the server runs scripts).
+	Scripts bool
+	// Location is the time zone the dashboard shows and reads times in
+	// (default Local): the one grant windows are read in.
+	Location *time.Location
+	// Now is the dashboard's clock (default time.Now): the service's.
+	Now func() time.Time
 }
 
 type server struct {
@@ -43,6 +53,9 @@ type server struct {
 	echo       *echo.Echo
 	maxPicture int64
 	heartbeat  time.Duration
+	dash       *dashboard
+	// uploadTimeout bounds the body of a picture upload.
+	uploadTimeout time.Duration
 }
 
 // NewHandler returns the HTTP handler of Gatehouse.
@@ -62,6 +75,11 @@ func NewHandler(svc *actions.Service, opts Options) http.Handler {
 		opts.Heartbeat = 15 * time.Second
 	}
 	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e, maxPicture: opts.MaxPicture, heartbeat: opts.Heartbeat}
+	s.dash = newDashboard(opts)
+	s.uploadTimeout = opts.UploadTimeout
+	if s.uploadTimeout <= 0 {
+		s.uploadTimeout = DefaultUploadTimeout
+	}
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURIPath: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
@@ -126,6 +144,43 @@ func (s *server) routes() {
 	api.DELETE("/actions/:name", s.handleScriptDelete)
 	api.GET("/backup", s.handleBackup)
 	api.GET("/status", s.handleStatus)
+
+	// The dashboard (web/dashboard*.go, docs/dashboard.md): static files
+	// and the sign-in page are public; pages and the script's /ui/ calls
+	// need a session cookie, and every post its CSRF token.
+	e.GET("/static/*", s.handleStatic)
+	e.GET("/manifest.webmanifest", s.handleStatic)
+	e.GET("/signin", s.handleSigninPage)
+	e.POST("/signin", s.handleSignin, small)
+	e.POST("/signout", s.handleSignout, small, s.withSession)
+	e.GET("/", s.handleDoors, s.withSession)
+	e.GET("/devices/:id", s.handleDevicePage, s.withSession)
+	e.POST("/devices/:id/rename", s.handleDeviceRename, small, s.withSession)
+	e.POST("/devices/:id/delete", s.handleDeviceRemove, small, s.withSession)
+	e.GET("/activity", s.handleActivity, s.withSession)
+	e.GET("/pictures", s.handlePictures, s.withSession)
+	e.GET("/people", s.handlePeople, s.withSession)
+	e.POST("/people/users", s.handleUserAdd, small, s.withSession)
+	e.POST("/people/users/:name/delete", s.handleUserRemove, small, s.withSession)
+	e.POST("/people/users/:name/tokens", s.handleTokenAdd, small, s.withSession)
+	e.POST("/people/tokens/:id/revoke", s.handleTokenRevoke, small, s.withSession)
+	e.POST("/people/grants", s.handleGrantAdd, small, s.withSession)
+	e.POST("/people/grants/:id/delete", s.handleGrantRemove, small, s.withSession)
+	e.POST("/people/pairings", s.handlePairingAdd, small, s.withSession)
+	e.GET("/scripts", s.handleScriptsPage, s.withSession)
+	e.GET("/scripts/:name", s.handleScriptPage, s.withSession)
+	e.POST("/scripts", s.handleScriptUpload, small, s.withSession)
+	e.POST("/scripts/:name/delete", s.handleScriptRemove, small, s.withSession)
+	e.GET("/backup", s.handleBackupPage, s.withSession)
+	e.GET("/backup/download", s.handleDashBackup, s.withSession)
+	e.GET("/ui/session", s.handleSessionCheck, s.withSession)
+	e.GET("/ui/events", s.handleDashboardStream, s.withSession)
+	e.GET("/ui/devices/:id/card", s.handleDeviceRow, s.withSession)
+	e.POST("/ui/devices/:id/:verb", s.handleDashCommand, small, s.withSession)
+	e.GET("/ui/commands/:id", s.handleDashCommandGet, s.withSession)
+	e.GET("/ui/pictures", s.handleDashPictures, s.withSession)
+	e.POST("/ui/lock", s.handleDashLockAll, small, s.withSession)
+	e.POST("/ui/unlock", s.handleDashLockAll, small, s.withSession)
 }
 
 const principalKey = "principal"
@@ -133,13 +188,13 @@ const principalKey = "principal"
 // authenticate admits requests with a valid "Authorization: Bearer" token.
 func (s *server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		token, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || token == "" {
+		// The scheme is case-insensitive (RFC 9110 §11.1): "bearer" too.
+		scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+		if token = strings.TrimSpace(token); !strings.EqualFold(scheme, "Bearer") || token == "" {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse"`)
 			return actions.Errorf(actions.EUnauthorized, "missing bearer token")
 		}
-		p, err := s.svc.AuthenticateBearer(strings.TrimSpace(token), c.Request().RemoteAddr)
+		p, err := s.svc.AuthenticateBearer(token, c.Request().RemoteAddr)
 		if err != nil {
 			c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="gatehouse", error="invalid_token"`)
 			return err
@@ -190,6 +245,7 @@ var codeOf = map[int]string{
 	http.StatusNotFound:              actions.ENotFound,
 	http.StatusMethodNotAllowed:      "method_not_allowed",
 	http.StatusRequestEntityTooLarge: "too_large",
+	http.StatusRequestTimeout:        "timeout",
 	http.StatusUnsupportedMediaType:  actions.EInvalid,
 	http.StatusServiceUnavailable:    actions.EUnavailable,
 	http.StatusTooManyRequests:       actions.ETooMany,

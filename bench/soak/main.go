@@ -22,10 +22,8 @@ import (
 	"image/jpeg"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -33,9 +31,9 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-)
 
-const token = "soak-admin-token-0123456789abcdef"
+	"gatehouse/bench/harness"
+)
 
 func main() {
 	duration := flag.Duration("duration", 10*time.Minute, "how long to run")
@@ -50,50 +48,25 @@ func main() {
 	}
 }
 
-type server struct {
-	cmd  *exec.Cmd
-	mqtt string
-	url  string
-	data string
-}
-
 func run(duration time.Duration, devices int, every time.Duration, rate int, keep string) error {
 	tmp, err := os.MkdirTemp("", "gatehouse-soak-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "gatehouse")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build (run from the repository root): %w", err)
+	bin, err := harness.Build(tmp)
+	if err != nil {
+		return err
 	}
-	srv := &server{mqtt: freeAddr(), url: "http://" + freeAddr(), data: filepath.Join(tmp, "data")}
-	args := []string{"--data", srv.data, "--mqtt", srv.mqtt, "--http", strings.TrimPrefix(srv.url, "http://"),
-		"--log-level", "warn", "--command-ttl", "5s"}
+	args := []string{"--log-level", "warn", "--command-ttl", "5s"}
 	if keep != "" {
 		args = append(args, "--keep-events", keep)
 	}
-	srv.cmd = exec.Command(bin, args...)
-	srv.cmd.Env = append(os.Environ(), "GATEHOUSE_ADMIN_TOKEN="+token)
-	srv.cmd.Stderr = os.Stderr
-	if err := srv.cmd.Start(); err != nil {
+	srv, err := harness.Start(bin, tmp, args...)
+	if err != nil {
 		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- srv.cmd.Wait() }()
-	defer func() {
-		srv.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			srv.cmd.Process.Kill()
-		}
-	}()
-	if err := srv.waitReady(); err != nil {
-		return err
-	}
+	defer srv.Stop()
 
 	fleet := make([]*device, devices)
 	for i := range fleet {
@@ -101,11 +74,9 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 		if i%10 == 9 {
 			d.kind = "camera"
 		}
-		var created struct{ Secret string }
-		if err := srv.call("POST", "/api/v1/devices", fmt.Sprintf(`{"id":%q,"kind":%q,"name":%q}`, d.id, d.kind, d.id), http.StatusCreated, &created); err != nil {
+		if d.secret, err = srv.CreateDevice(d.id, d.kind); err != nil {
 			return err
 		}
-		d.secret = created.Secret
 		fleet[i] = d
 	}
 
@@ -130,14 +101,13 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 		case <-tick.C:
 		case <-time.After(time.Until(start.Add(duration))):
 			done = true
-		case err := <-exited:
-			exited <- err
+		case err := <-srv.Exited():
 			return fmt.Errorf("server exited: %v", err)
 		}
 		lost = cmds.check(srv)
 		var st struct{ Goroutines int }
-		_ = srv.call("GET", "/api/v1/status", "", http.StatusOK, &st)
-		fi, _ := os.Stat(filepath.Join(srv.data, "gatehouse.db"))
+		_ = srv.Call("GET", "/api/v1/status", "", http.StatusOK, &st)
+		fi, _ := os.Stat(filepath.Join(srv.Data, "gatehouse.db"))
 		var reports, pictures, reconnects int64
 		for _, d := range fleet {
 			reports += d.reports.Load()
@@ -146,8 +116,8 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 		}
 		s, ok, bad := cmds.counts()
 		fmt.Printf("| %s | %.1f | %d | %d | %.1f | %d | %d | %d | %d | %d | %d | %d |\n",
-			time.Since(start).Round(time.Second), float64(rss(srv.cmd.Process.Pid))/(1<<20), st.Goroutines,
-			fds(srv.cmd.Process.Pid), float64(fi.Size())/(1<<20), s, ok, bad, lost, reports, pictures, reconnects)
+			time.Since(start).Round(time.Second), float64(harness.RSS(srv.Cmd.Process.Pid))/(1<<20), st.Goroutines,
+			harness.FDs(srv.Cmd.Process.Pid), float64(fi.Size())/(1<<20), s, ok, bad, lost, reports, pictures, reconnects)
 	}
 	close(stop)
 	wg.Wait()
@@ -157,40 +127,9 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 	return nil
 }
 
-func (s *server) waitReady() error {
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if resp, err := http.Get(s.url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-	}
-	return fmt.Errorf("server not ready")
-}
-
-func (s *server) call(method, path, body string, want int, v any) error {
-	req, _ := http.NewRequest(method, s.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, out)
-	}
-	if v != nil {
-		return json.Unmarshal(out, v)
-	}
-	return nil
-}
-
 type device struct {
 	id, kind, secret string
-	srv              *server
+	srv              *harness.Server
 	reports          atomic.Int64
 	pictures         atomic.Int64
 	reconnects       atomic.Int64
@@ -251,7 +190,7 @@ func (d *device) live(stop chan struct{}, seed uint64) {
 
 func (d *device) connect() (paho.Client, error) {
 	var c paho.Client
-	opts := paho.NewClientOptions().AddBroker("tcp://" + d.srv.mqtt).SetClientID(d.id).SetUsername(d.id).
+	opts := paho.NewClientOptions().AddBroker("tcp://" + d.srv.MQTT).SetClientID(d.id).SetUsername(d.id).
 		SetPassword(d.secret).SetAutoReconnect(false).SetProtocolVersion(4).SetCleanSession(true).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
 			f := strings.Fields(string(m.Payload()))
@@ -299,7 +238,7 @@ func (l *ledger) counts() (total, done, notDone int) {
 
 // check asks for every command past its not-after by 5 s; one still sent
 // then is lost.
-func (l *ledger) check(srv *server) (lost int) {
+func (l *ledger) check(srv *harness.Server) (lost int) {
 	l.mu.Lock()
 	var due []string
 	for id, na := range l.sent {
@@ -310,7 +249,7 @@ func (l *ledger) check(srv *server) (lost int) {
 	l.mu.Unlock()
 	for _, id := range due {
 		var c struct{ Status string }
-		if err := srv.call("GET", "/api/v1/commands/"+id, "", http.StatusOK, &c); err != nil {
+		if err := srv.Call("GET", "/api/v1/commands/"+id, "", http.StatusOK, &c); err != nil {
 			continue
 		}
 		l.mu.Lock()
@@ -335,7 +274,7 @@ func (l *ledger) check(srv *server) (lost int) {
 }
 
 // commander sends rate lock/unlock commands a second to random locks.
-func commander(srv *server, fleet []*device, rate int, stop chan struct{}, l *ledger) {
+func commander(srv *harness.Server, fleet []*device, rate int, stop chan struct{}, l *ledger) {
 	tick := time.NewTicker(time.Second / time.Duration(max(rate, 1)))
 	defer tick.Stop()
 	verbs := []string{"lock", "unlock"}
@@ -353,8 +292,8 @@ func commander(srv *server, fleet []*device, rate int, stop chan struct{}, l *le
 			ID       string    `json:"id"`
 			NotAfter time.Time `json:"not_after"`
 		}
-		req, _ := http.NewRequest("POST", srv.url+"/api/v1/devices/"+d.id+"/"+verbs[k%2]+"?wait=0s", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/devices/"+d.id+"/"+verbs[k%2]+"?wait=0s", nil)
+		req.Header.Set("Authorization", "Bearer "+harness.Token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			continue
@@ -365,32 +304,6 @@ func commander(srv *server, fleet []*device, rate int, stop chan struct{}, l *le
 			l.add(c.ID, c.NotAfter)
 		}
 	}
-}
-
-func rss(pid int) int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func fds(pid int) int {
-	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	return len(entries)
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // testJPEG is a small camera picture, different per seed.
