@@ -372,3 +372,71 @@ func TestDeliveryUnderReconnectChurn(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyDeviceFailsCommandAtOnce: a device that holds the most
+// unacknowledged messages the broker keeps for one client does not get a
+// command handed over to be dropped: the command fails at once, saying the
+// device is busy.
+func TestBusyDeviceFailsCommandAtOnce(t *testing.T) {
+	s := startServerWith(t, "", roundTripTTL)
+	secret := s.createDevice("door", "lock")
+	dev := s.dialRaw5("door", "door", secret, packets.Properties{}) // never acks
+	dev.subscribe("todevice/door")
+	for i := 0; ; i++ {
+		if i == 200 {
+			t.Fatal("200 commands to a device that acks none, none refused as busy")
+		}
+		var c commandJSON
+		st, body := s.api("POST", "/api/v1/devices/door/lock?wait=0s", "", nil)
+		if err := json.Unmarshal(body, &c); err != nil {
+			t.Fatalf("%d %s", st, body)
+		}
+		if c.Status == "sent" {
+			continue
+		}
+		if c.Status != "failed" || !strings.Contains(c.Reason, "busy") || i < 64 {
+			t.Fatalf("command %d: %d %s, want failed as busy after at least 64 in flight", i, st, body)
+		}
+		break
+	}
+}
+
+// TestCommandsShedPastTheBound: past --max-commands requests in progress,
+// a command request is answered at once with 503 and Retry-After.
+func TestCommandsShedPastTheBound(t *testing.T) {
+	s := startServerWith(t, "", func(c *config) { roundTripTTL(c); c.MaxCommands = 1 })
+	secret := s.createDevice("door", "lock")
+	s.connect("door", "door", secret).subscribe("todevice/door") // never acks
+	held := make(chan int, 1)
+	go func() {
+		st, _ := s.api("POST", "/api/v1/devices/door/lock?wait=3s", "", nil)
+		held <- st
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequest("POST", s.url+"/api/v1/devices/door/unlock?wait=0s", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "too many commands in progress") {
+				t.Errorf("shed answer: %q %s", resp.Header.Get("Retry-After"), body)
+			}
+			break
+		}
+		if time.Now().After(deadline) { // the waiting request never held the slot while we asked
+			t.Fatalf("no command shed; last answer %d %s", resp.StatusCode, body)
+		}
+	}
+	if st := <-held; st != http.StatusAccepted {
+		t.Errorf("the waiting command: %d", st)
+	}
+	// The slot is free again.
+	if st, body := s.api("POST", "/api/v1/devices/door/unlock?wait=0s", "", nil); st != http.StatusAccepted {
+		t.Errorf("after the bound frees: %d %s", st, body)
+	}
+}

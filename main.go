@@ -74,6 +74,7 @@ type config struct {
 	MQTTLimits                    broker.Limits
 	HTTPMaxConns, HTTPMaxConnsPer int
 	MaxStreams                    int
+	MaxCommands                   int
 	// scriptLimits bound each script run; zero fields are the defaults.
 	scriptLimits actions.ScriptLimits
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.
@@ -192,6 +193,7 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&lim.MessageBurst, "message-burst", envInt(env("message-burst", ""), broker.DefaultMessageBurst), "MQTT messages one device or person may send at once before --message-rate applies")
 	rateFlag := fs.Float64("message-rate", float64(envInt(env("message-rate", ""), broker.DefaultMessageRate)), "MQTT messages per second one device or person may send")
 	fs.IntVar(&cfg.MaxStreams, "max-streams-per-user", envInt(env("max-streams-per-user", ""), actions.DefaultMaxStreams), "live event streams (SSE) of one person")
+	fs.IntVar(&cfg.MaxCommands, "max-commands", envInt(env("max-commands", ""), web.DefaultMaxCommands), "REST command requests in progress at once; more are answered 503 with Retry-After")
 	fs.IntVar(&cfg.HTTPMaxConns, "http-max-connections", envInt(env("http-max-connections", ""), web.DefaultMaxConnections), "open HTTP connections in total")
 	fs.IntVar(&cfg.HTTPMaxConnsPer, "http-max-per-address", envInt(env("http-max-per-address", ""), web.DefaultMaxConnectionsPerAddr), "open HTTP connections from one address")
 	fs.Usage = func() {
@@ -211,8 +213,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	}
 	lim.MessageRate, lim.ConnectRate = *rateFlag, *connectRate
 	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.ConnectRate <= 0 || lim.ConnectBurst < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
-		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 || cfg.MaxStreams < 1 {
-		return cfg, errors.New("--max-connections, --max-pending, --connect-rate, --connect-burst, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections, --http-max-per-address and --max-streams-per-user must be positive")
+		lim.MessageBurst < 1 || lim.MessageRate <= 0 || cfg.HTTPMaxConns < 1 || cfg.HTTPMaxConnsPer < 1 || cfg.MaxStreams < 1 || cfg.MaxCommands < 1 {
+		return cfg, errors.New("--max-connections, --max-pending, --connect-rate, --connect-burst, --max-pending-per-address, --max-sessions-per-user, --max-persistent-per-user, --message-rate, --message-burst, --http-max-connections, --http-max-per-address, --max-streams-per-user and --max-commands must be positive")
 	}
 	d, err := time.ParseDuration(*ttl)
 	if err != nil || d < time.Second || d > actions.MaxCommandTTL {
@@ -379,6 +381,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			Logger:        logger.With("component", "web"),
 			MQTT:          a.broker.WebSocketHandler(),
 			MaxPicture:    cfg.PictureMax,
+			MaxCommands:   cfg.MaxCommands,
 			Heartbeat:     cfg.heartbeat,
 			UploadTimeout: cfg.uploadTimeout,
 			Scripts:       cfg.Scripts,

@@ -161,7 +161,11 @@ func (s *Service) send(p Principal, targets []target, verb, via string) ([]Comma
 		ttl := max(c.NotAfter.Sub(s.now()), time.Millisecond)
 		if err := s.publish(DeviceTopic(c.Device), payload, ttl); err != nil {
 			s.log.Error("send command", "device_id", c.Device, "cmd_id", c.ID, "error", err)
-			if cmds[i], err = s.finish(c.ID, StatusFailed, "", "could not be sent", "send failed"); err != nil {
+			reason := "could not be sent"
+			if ErrorCode(err) == EBusy {
+				reason = ErrorMessage(err)
+			}
+			if cmds[i], err = s.finish(c.ID, StatusFailed, "", reason, "send failed"); err != nil {
 				return nil, err
 			}
 			continue

@@ -15,6 +15,10 @@ const (
 	EUnavailable  = "unavailable"
 	ETooMany      = "too_many_requests"
 	EInternal     = "internal"
+	// EBusy: the server is at a bound it keeps for one device or for
+	// itself (a device's queue of messages is full, too many commands are
+	// waiting); the same request may succeed shortly.
+	EBusy = "busy"
 
 	// EStorageFull and EStorage say that a write was not committed because
 	// the data file could not be written: its disk is full (or over quota),

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -40,6 +41,10 @@ type Options struct {
 	// Addr is the TCP listen address, like ":1883".
 	Addr   string
 	Logger *slog.Logger
+	// Listener and TLSListener, when set, are already bound for Addr and
+	// TLSAddr (plain TCP; the broker adds TLS): main binds every port
+	// before it creates anything, so a busy port leaves nothing behind.
+	Listener, TLSListener net.Listener
 	// ConnectTimeout closes connections that send no CONNECT in time
 	// (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
@@ -127,9 +132,11 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 
 // Listen binds the TCP listener, so that a busy port fails at start-up.
 func (b *Broker) Listen() error {
-	ln, err := net.Listen("tcp", b.addr)
-	if err != nil {
-		return fmt.Errorf("mqtt listen on %s: %w", b.addr, err)
+	ln, err := b.opts.Listener, error(nil)
+	if ln == nil {
+		if ln, err = net.Listen("tcp", b.addr); err != nil {
+			return fmt.Errorf("mqtt listen on %s: %w", b.addr, err)
+		}
 	}
 	b.tcp = &tcpListener{id: "tcp", ln: ln, wait: b.wait, gate: b.gate}
 	b.ws = &wsListener{id: "ws", wait: b.wait, gate: b.gate}
@@ -138,9 +145,11 @@ func (b *Broker) Listen() error {
 		return err
 	}
 	if b.opts.TLS != nil {
-		tln, err := net.Listen("tcp", b.opts.TLSAddr)
-		if err != nil {
-			return fmt.Errorf("mqtts listen on %s: %w", b.opts.TLSAddr, err)
+		tln := b.opts.TLSListener
+		if tln == nil {
+			if tln, err = net.Listen("tcp", b.opts.TLSAddr); err != nil {
+				return fmt.Errorf("mqtts listen on %s: %w", b.opts.TLSAddr, err)
+			}
 		}
 		b.tls = &tcpListener{id: "tls", ln: tls.NewListener(tln, b.opts.TLS), wait: b.wait, gate: b.gate}
 		if err := b.srv.AddListener(b.tls); err != nil {
@@ -194,6 +203,13 @@ func (b *Broker) Close(timeout time.Duration) error {
 func (b *Broker) Publish(topic string, payload []byte, ttl time.Duration) error {
 	if ttl <= 0 {
 		ttl = b.opts.MessageTTL
+	}
+	// A device's commands are refused, with a reason, rather than handed
+	// to mochi to be dropped when its queue or in-flight window is full.
+	if id, ok := strings.CutPrefix(topic, actions.DeviceTopic("")); ok {
+		if cl, ok := b.srv.Clients.Get(id); ok && !cl.Closed() && cl.Busy() {
+			return actions.Errorf(actions.EBusy, "device %q is busy: too many messages waiting for it", id)
+		}
 	}
 	pk := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1},

@@ -151,3 +151,22 @@ func (s *server) handleTest(c echo.Context) error {
 	}
 	return c.String(http.StatusOK, answer)
 }
+
+// DefaultMaxCommands bounds the command requests in progress at once.
+const DefaultMaxCommands = 512
+
+// shed admits a command request while fewer than MaxCommands are in
+// progress and answers the others at once with 503 and Retry-After, so
+// that past its capacity the server says so instead of queueing commands
+// that would only expire (docs/security.md).
+func (s *server) shed(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		select {
+		case s.commands <- struct{}{}:
+			defer func() { <-s.commands }()
+			return next(c)
+		default:
+			return actions.Errorf(actions.EBusy, "too many commands in progress (%d): retry shortly", cap(s.commands))
+		}
+	}
+}

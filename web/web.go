@@ -4,6 +4,7 @@
 package web
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -28,6 +29,10 @@ const (
 // Options configures the handler.
 type Options struct {
 	Logger *slog.Logger
+	// MaxCommands bounds the command requests in progress at once (each
+	// may wait for its device's answer); past it they are shed with 503
+	// and Retry-After (default DefaultMaxCommands).
+	MaxCommands int
 	// MQTT serves MQTT over WebSocket at /mqtt; nil leaves /mqtt out.
 	MQTT http.Handler
 	// MaxPicture caps an uploaded picture (default 5 MiB).
@@ -56,6 +61,8 @@ type server struct {
 	dash       *dashboard
 	// uploadTimeout bounds the body of a picture upload.
 	uploadTimeout time.Duration
+	// commands holds a token per command request in progress (shed).
+	commands chan struct{}
 }
 
 // NewHandler returns the HTTP handler of Gatehouse.
@@ -74,7 +81,8 @@ func NewHandler(svc *actions.Service, opts Options) http.Handler {
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 15 * time.Second
 	}
-	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e, maxPicture: opts.MaxPicture, heartbeat: opts.Heartbeat}
+	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e, maxPicture: opts.MaxPicture, heartbeat: opts.Heartbeat,
+		commands: make(chan struct{}, cmp.Or(opts.MaxCommands, DefaultMaxCommands))}
 	s.dash = newDashboard(opts)
 	s.uploadTimeout = opts.UploadTimeout
 	if s.uploadTimeout <= 0 {
@@ -106,8 +114,8 @@ func (s *server) routes() {
 	// Route middleware, not a group on "": a group would catch every
 	// unknown path and answer 401 instead of 404.
 	small := middleware.BodyLimit("64K")
-	e.POST("/lock", s.handleLockAll, s.authenticate, small)
-	e.POST("/unlock", s.handleLockAll, s.authenticate, small)
+	e.POST("/lock", s.handleLockAll, s.authenticate, small, s.shed)
+	e.POST("/unlock", s.handleLockAll, s.authenticate, small, s.shed)
 	e.POST("/test", s.handleTest, s.authenticate, small)
 	e.GET("/get_pic", s.handleLatestPicture, s.authenticate)
 	e.POST("/upload", s.handleStrangerUpload, s.authenticateDevice)
@@ -121,10 +129,10 @@ func (s *server) routes() {
 	api.GET("/devices/:id", s.handleDeviceGet)
 	api.PATCH("/devices/:id", s.handleDevicePatch)
 	api.DELETE("/devices/:id", s.handleDeviceDelete)
-	api.POST("/devices/:id/:verb", s.handleDeviceCommand)
+	api.POST("/devices/:id/:verb", s.handleDeviceCommand, s.shed)
 	api.GET("/commands/:id", s.handleCommandGet)
-	api.POST("/lock", s.handleLockAll)
-	api.POST("/unlock", s.handleLockAll)
+	api.POST("/lock", s.handleLockAll, s.shed)
+	api.POST("/unlock", s.handleLockAll, s.shed)
 	api.GET("/events", s.handleEventList)
 	api.GET("/events/stream", s.handleEventStream)
 	api.GET("/strangers", s.handleStrangerList)
@@ -225,6 +233,7 @@ var statusOf = map[string]int{
 	actions.EConflict:     http.StatusConflict,
 	actions.EUnavailable:  http.StatusServiceUnavailable,
 	actions.ETooMany:      http.StatusTooManyRequests,
+	actions.EBusy:         http.StatusServiceUnavailable,
 	actions.EInternal:     http.StatusInternalServerError,
 	actions.EStorageFull:  http.StatusInsufficientStorage,
 	actions.EStorage:      http.StatusServiceUnavailable,
@@ -236,6 +245,7 @@ var statusOf = map[string]int{
 var retryAfter = map[string]string{
 	actions.EStorageFull: "30",
 	actions.EStorage:     "10",
+	actions.EBusy:        "1",
 }
 
 var codeOf = map[int]string{

@@ -462,6 +462,15 @@ func (cl *Client) Closed() bool {
 	return cl.State.open == nil || cl.State.open.Err() != nil
 }
 
+// Busy reports whether a new QoS 1 message to the client would be dropped:
+// its queue of pending writes is full, or it holds the most in-flight
+// messages the server keeps for one client. GATEHOUSE PATCH: lets a caller
+// refuse a message with a reason instead of handing it over to be dropped.
+func (cl *Client) Busy() bool {
+	return len(cl.State.outbound) >= cap(cl.State.outbound) ||
+		cl.State.Inflight.Len() >= int(cl.ops.options.Capabilities.MaximumInflight)
+}
+
 func (cl *Client) IsTakenOver() bool {
 	return cl.State.isTakenOver.Load()
 }
