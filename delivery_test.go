@@ -409,38 +409,39 @@ func TestBusyDeviceFailsCommandAtOnce(t *testing.T) {
 // a command request is answered at once with 503 and Retry-After.
 func TestCommandsShedPastTheBound(t *testing.T) {
 	s := startServerWith(t, "", func(c *config) { roundTripTTL(c); c.MaxCommands = 1 })
-	secret := s.createDevice("door", "lock")
-	s.connect("door", "door", secret).subscribe("todevice/door") // never acks
+	s.connect("door", "door", s.createDevice("door", "lock")).subscribe("todevice/door") // never answers
+	s.connect("gate", "gate", s.createDevice("gate", "lock")).subscribe("todevice/gate")
 	held := make(chan int, 1)
 	go func() {
-		st, _ := s.api("POST", "/api/v1/devices/door/lock?wait=3s", "", nil)
+		st, _ := s.api("POST", "/api/v1/devices/door/lock?wait=4s", "", nil)
 		held <- st
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req, _ := http.NewRequest("POST", s.url+"/api/v1/devices/door/unlock?wait=0s", nil)
-		req.Header.Set("Authorization", "Bearer "+testAdminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusServiceUnavailable {
-			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "too many commands in progress") {
-				t.Errorf("shed answer: %q %s", resp.Header.Get("Retry-After"), body)
-			}
+	// The first request holds the only slot once its command is sent.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if len(s.events("type=command&device=door")) > 0 {
 			break
 		}
-		if time.Now().After(deadline) { // the waiting request never held the slot while we asked
-			t.Fatalf("no command shed; last answer %d %s", resp.StatusCode, body)
+		if time.Now().After(deadline) {
+			t.Fatal("the first command was never sent")
 		}
+	}
+	req, _ := http.NewRequest("POST", s.url+"/api/v1/devices/gate/unlock?wait=0s", nil)
+	req.Header.Set("Authorization", "Bearer "+testAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		!strings.Contains(string(body), "too many commands in progress") {
+		t.Errorf("a command past the bound: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 	if st := <-held; st != http.StatusAccepted {
 		t.Errorf("the waiting command: %d", st)
 	}
 	// The slot is free again.
-	if st, body := s.api("POST", "/api/v1/devices/door/unlock?wait=0s", "", nil); st != http.StatusAccepted {
+	if st, body := s.api("POST", "/api/v1/devices/gate/unlock?wait=0s", "", nil); st != http.StatusAccepted {
 		t.Errorf("after the bound frees: %d %s", st, body)
 	}
 }
