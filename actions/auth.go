@@ -164,6 +164,7 @@ func (s *Service) Expired(p Principal) bool {
 // but they are recorded at most once per address and reportEvery, with the
 // number left out, since anyone can cause them at no cost.
 func (s *Service) RefuseLogin(via, username, remote, why string) {
+	s.metrics.LoginRefused(via, refusalReason(why))
 	if record, note := s.throttle.other(remote); record {
 		s.refuse(via, username, remote, why, note)
 	}
@@ -178,18 +179,20 @@ func (s *Service) admit(via, user, remote string, p Principal, checkErr, wrong e
 		p = Principal{}
 	}
 	v := s.throttle.check(remote, user, p)
-	if v.err != nil && v.addrBlock && p.Kind == PrincipalUser && s.learnAddrs(p, addrKey(remote)) {
+	if v.err != nil && v.addrBlock && p.Kind == PrincipalUser && s.learnAddrs(p, AddrKey(remote)) {
 		// A person whose addresses were not all in memory (a restart, or
 		// forgotten to make room): what the store knows decides.
 		v = s.throttle.check(remote, user, p)
 	}
 	if v.err != nil {
+		s.metrics.LoginRefused(via, RefusedThrottled)
 		if v.record {
 			s.refuse(via, user, remote, v.err.Error(), v.note)
 		}
 		return v.err
 	}
 	if checkErr != nil {
+		s.metrics.LoginRefused(via, RefusedCredentials)
 		note := s.throttle.fail(remote, user)
 		s.refuse(via, user, remote, ErrorMessage(checkErr), note)
 		return wrong
@@ -425,9 +428,11 @@ func host(remote string) string {
 	return remote
 }
 
-// addrKey is the source a remote address is throttled as: an IPv4 address,
-// or the /64 network of an IPv6 address.
-func addrKey(remote string) string {
+// AddrKey is the source a remote address ("host:port" or a bare host) is
+// throttled and limited as: an IPv4 address, or the /64 network of an IPv6
+// address, so a host cannot pose as 2^64 sources. The adapters' connection
+// limits count by it too.
+func AddrKey(remote string) string {
 	a, err := netip.ParseAddr(host(remote))
 	if err != nil {
 		return clip(host(remote))
@@ -457,7 +462,7 @@ func (t *throttle) check(remote, user string, ok Principal) verdict {
 		return verdict{}
 	}
 	valid := ok.Kind != ""
-	addr, now := addrKey(remote), t.now()
+	addr, now := AddrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if key := goodAddrKey(ok); key != "" {
@@ -481,7 +486,7 @@ func (t *throttle) check(remote, user string, ok Principal) verdict {
 // fail counts a failed login and returns the note of the refusals of its
 // address and name left out since their last record.
 func (t *throttle) fail(remote, user string) string {
-	addr, now := addrKey(remote), t.now()
+	addr, now := AddrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.strike(t.byAddr, addr, freePerAddr, now)
@@ -496,7 +501,7 @@ func (t *throttle) fail(remote, user string) string {
 // other says whether a refusal from remote that is not a failed login is
 // recorded, and with what note.
 func (t *throttle) other(remote string) (bool, string) {
-	addr, now := addrKey(remote), t.now()
+	addr, now := AddrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.byAddr[addr]
@@ -575,7 +580,7 @@ func (t *throttle) makeRoom(m map[string]*strikes, now time.Time) {
 // or was last written goodEvery ago, so the caller is to write it to the
 // store. It counts as written from now on, so concurrent logins write once.
 func (t *throttle) ok(remote, key string) (addr string, stale bool) {
-	addr, now := addrKey(remote), t.now()
+	addr, now := AddrKey(remote), t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if at, known := t.good[key][addr]; known && now.Sub(at) < goodEvery {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"gatehouse/actions"
 )
 
 // Limits bound what MQTT clients can make the broker spend (docs/security.md).
@@ -114,7 +116,7 @@ func newGate(l Limits) *gate {
 // admit counts a new connection as pending, or reports false when its
 // address or the broker has too many pending already.
 func (g *gate) admit(conn net.Conn) bool {
-	addr := hostOf(conn.RemoteAddr())
+	addr := actions.AddrKey(conn.RemoteAddr().String())
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.total >= g.limits.MaxPending || g.perAddr[addr] >= g.limits.MaxPendingPerAddress {
@@ -157,17 +159,6 @@ func (g *gate) release(conn net.Conn) {
 	if g.perAddr[addr]--; g.perAddr[addr] <= 0 {
 		delete(g.perAddr, addr)
 	}
-}
-
-func hostOf(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	h, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return h
 }
 
 // identity is what the hook counts per logged-in identity: its live

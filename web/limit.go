@@ -3,6 +3,8 @@ package web
 import (
 	"net"
 	"sync"
+
+	"gatehouse/actions"
 )
 
 // Connection limits of the HTTP listener (docs/security.md).
@@ -39,7 +41,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		addr := hostOf(c.RemoteAddr())
+		addr := actions.AddrKey(c.RemoteAddr().String())
 		l.mu.Lock()
 		ok := l.open < l.total && l.byAddr[addr] < l.perAddr
 		if ok {
@@ -75,15 +77,4 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.close.Do(func() { c.l.done(c.addr) })
 	return err
-}
-
-func hostOf(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	h, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return h
 }
