@@ -40,15 +40,15 @@ func main() {
 	devices := flag.Int("devices", 50, "devices (every tenth a camera, the rest locks)")
 	every := flag.Duration("every", 30*time.Second, "how often to print a line")
 	rate := flag.Int("commands", 20, "commands per second")
-	keep := flag.String("keep-events", "", "passed to the server as --keep-events when set")
+	keepMax := flag.Int("keep-events-max", 0, "passed to the server as --keep-events-max when set: a small value shows the data file level off")
 	flag.Parse()
-	if err := run(*duration, *devices, *every, *rate, *keep); err != nil {
+	if err := run(*duration, *devices, *every, *rate, *keepMax); err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, devices int, every time.Duration, rate int, keep string) error {
+func run(duration time.Duration, devices int, every time.Duration, rate int, keepMax int) error {
 	tmp, err := os.MkdirTemp("", "gatehouse-soak-")
 	if err != nil {
 		return err
@@ -59,8 +59,8 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 		return err
 	}
 	args := []string{"--log-level", "warn", "--command-ttl", "5s"}
-	if keep != "" {
-		args = append(args, "--keep-events", keep)
+	if keepMax > 0 {
+		args = append(args, "--keep-events-max", fmt.Sprint(keepMax))
 	}
 	srv, err := harness.Start(bin, tmp, args...)
 	if err != nil {
