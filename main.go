@@ -10,12 +10,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -58,6 +61,9 @@ type config struct {
 	CommandTTL time.Duration
 	Location   *time.Location
 	LogLevel   string
+	// LogFormat is text or json. Metrics, when set, is a listen address
+	// serving /metrics without authentication (docs/monitoring.md).
+	LogFormat, Metrics string
 	// Pictures: upload cap, retention quotas and signed link lifetime.
 	PictureMax   int64
 	KeepPictures int
@@ -89,78 +95,262 @@ type config struct {
 }
 
 // run is the testable entry point: gatehouse [COMMAND] [flags] [ARGS].
+// Help asked for (help, --help, -h) goes to stdout and is no error.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	err := runCommand(ctx, args, getenv, stdout, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+func runCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
+	} else if len(args) > 0 {
+		switch args[0] {
+		case "--version", "-version":
+			cmd, args = "version", args[1:]
+		case "--help", "-help", "-h":
+			cmd, args = "help", args[1:] // the overview, not serve's help alone
+		}
 	}
 	switch cmd {
 	case "serve":
-		cfg, err := parseConfig("serve", args, getenv, stderr)
+		cfg, err := parseConfig("serve", args, getenv, stdout)
 		if err != nil {
 			return err
 		}
 		return serve(ctx, cfg, stderr)
 	case "healthcheck":
-		cfg, err := parseConfig("healthcheck", args, getenv, stderr)
+		cfg, err := parseConfig("healthcheck", args, getenv, stdout)
 		if err != nil {
 			return err
 		}
 		return healthcheck(cfg.HTTP, cfg.TLSCert != "")
 	case "token":
-		if len(args) == 0 || args[0] != "create" {
-			return errors.New("usage: gatehouse token create --user NAME [--role admin|member|guest]")
+		if len(args) > 0 && args[0] == "create" {
+			return tokenCreate(args[1:], getenv, stdout, stderr)
 		}
-		return tokenCreate(args[1:], getenv, stdout, stderr)
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			return tokenCreate(args, getenv, stdout, stderr)
+		}
+		return hinted(errors.New("usage: gatehouse token create --user NAME [--role admin|member|guest]"), "token")
 	case "version":
-		if _, err := parseConfig("version", args, getenv, stderr); err != nil {
+		fs := newFlagSet("version")
+		if err := parseFlags(fs, "version", args, stdout); err != nil {
 			return err
+		}
+		if fs.NArg() > 0 {
+			return hinted(fmt.Errorf("version takes no arguments, got %q", fs.Args()), "version")
 		}
 		fmt.Fprintln(stdout, "gatehouse", version)
 		return nil
 	case "help":
-		_, err := parseConfig("serve", []string{"-h"}, getenv, stdout)
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+		if len(args) == 0 {
+			_, err := parseConfig("", []string{"--help"}, getenv, stdout)
+			return err
 		}
-		return err
+		if len(args) > 1 {
+			return hinted(fmt.Errorf("help takes one command, got %q", args), "")
+		}
+		if args[0] == "help" {
+			return printHelp(stdout, "help", newFlagSet("help"))
+		}
+		if commandNamed(args[0]) == nil {
+			return hinted(fmt.Errorf("unknown command %q", args[0]), "")
+		}
+		return runCommand(ctx, []string{args[0], "--help"}, getenv, stdout, stderr)
 	case "backup", "restore", "export", "import":
 		return offline(cmd, args, getenv, stdout, stderr)
 	case "check", "compact":
 		return maintain(cmd, args, getenv, stdout, stderr)
 	}
-	return fmt.Errorf("unknown command %q (try: gatehouse help)", cmd)
+	return hinted(fmt.Errorf("unknown command %q", cmd), "")
 }
 
-const usage = `usage: gatehouse [COMMAND] [flags] [ARGS]
+// command is one command as help describes it.
+type command struct {
+	name, args, summary, example string
+	// use and brief are its line in the overview.
+	use, brief string
+	flags      []string // the flags help lists; nil for all
+}
 
-commands:
-  serve        run the server (the default)
-  healthcheck  exit 0 when the local server answers on --http
-  token create --user NAME [--role admin|member|guest]
-               make a token offline (prints it alone on stdout)
-  backup FILE  copy the data file to FILE (server stopped; online: GET /api/v1/backup)
-  restore FILE replace the data file with the backup FILE (server stopped)
-  export [FILE] write the whole state as JSON to FILE or stdout
-  import FILE  load a JSON export into an empty data dir
-  check        check the whole data file (server stopped); exit 1 if damaged
-  compact      rewrite the data file without its free pages (server stopped)
-  version      print the version
+var commands = []command{
+	{name: "serve", args: "[flags]",
+		summary: "Run the server (the default command): the MQTT broker, the REST API and the dashboard, with the state in --data. " +
+			"On the first start, with no user yet, it creates admin with the token in GATEHOUSE_ADMIN_TOKEN, or with a random one printed once as \"admin token: …\"; later starts ignore the variable.",
+		example: "GATEHOUSE_ADMIN_TOKEN=$(openssl rand -hex 32) gatehouse serve --data ./data --mqtt :1883 --http :8080",
+		use:     "serve", brief: "run the server (the default)"},
+	{name: "healthcheck", args: "[--http ADDR]",
+		summary: "Exit 0 when the local server answers GET /healthz on --http (over HTTPS with --tls-cert); for Docker's HEALTHCHECK.",
+		example: "gatehouse healthcheck --http 127.0.0.1:8080", flags: []string{"http", "tls-cert", "tls-key"},
+		use: "healthcheck", brief: "exit 0 when the local server answers on --http"},
+	{name: "token", args: "create --user NAME [--role admin|member|guest] [--data DIR]",
+		summary: "Make a token offline (the server stopped), creating the user when missing, and print it alone on stdout: the way back in when every admin token is lost.",
+		example: "gatehouse token create --data ./data --user admin",
+		use:     "token create", brief: "--user NAME [--role admin|member|guest]: make a token offline"},
+	{name: "backup", args: "[--data DIR] FILE",
+		summary: "Copy the data file to FILE, created with mode 0600 since it holds every token's hash and the pictures (the server stopped; a running server is backed up with GET /api/v1/backup).",
+		example: "gatehouse backup --data ./data gatehouse-backup.db",
+		use:     "backup FILE", brief: "copy the data file to FILE (server stopped; online: GET /api/v1/backup)"},
+	{name: "restore", args: "[--data DIR] FILE",
+		summary: "Check the backup FILE and make it the data file (the server stopped); the current data file is kept beside it.",
+		example: "gatehouse restore --data ./data gatehouse-backup.db",
+		use:     "restore FILE", brief: "replace the data file with the backup FILE (server stopped)"},
+	{name: "export", args: "[--data DIR] [FILE]",
+		summary: "Write the whole state as JSON to FILE (created with mode 0600) or to stdout (the server stopped).",
+		example: "gatehouse export --data ./data state.json",
+		use:     "export [FILE]", brief: "write the whole state as JSON to FILE or stdout"},
+	{name: "import", args: "[--data DIR] FILE",
+		summary: "Load a JSON export into an empty data dir.",
+		example: "gatehouse import --data ./data2 state.json",
+		use:     "import FILE", brief: "load a JSON export into an empty data dir"},
+	{name: "check", args: "[--data DIR]",
+		summary: "Check the whole data file (the server stopped); exit 1 if it is damaged.",
+		example: "gatehouse check --data ./data",
+		use:     "check", brief: "check the whole data file (server stopped); exit 1 if damaged"},
+	{name: "compact", args: "[--data DIR]",
+		summary: "Rewrite the data file without its free pages (the server stopped).",
+		example: "gatehouse compact --data ./data",
+		use:     "compact", brief: "rewrite the data file without its free pages (server stopped)"},
+	{name: "version", summary: "Print the version (also gatehouse --version).", example: "gatehouse version",
+		use: "version", brief: "print the version (also --version)"},
+	{name: "help", args: "[COMMAND]", summary: "Describe a command: its arguments, flags and an example.", example: "gatehouse help backup",
+		use: "help [COMMAND]", brief: "describe a command, its arguments and an example"},
+}
 
-flags (each also an environment variable GATEHOUSE_<NAME>):`
+func commandNamed(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+// newFlagSet makes a command's flag set. It prints nothing itself:
+// parseFlags reports an error once, and help on stdout.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseFlags parses a command's flags. Asked for help, it prints it to out
+// and returns flag.ErrHelp (which run reads as success); a wrong flag is
+// one error, naming the flag as the docs write it, with a hint.
+func parseFlags(fs *flag.FlagSet, name string, args []string, out io.Writer) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		if perr := printHelp(out, name, fs); perr != nil {
+			return perr
+		}
+		return flag.ErrHelp
+	}
+	if err != nil {
+		msg := strings.Replace(err.Error(), "flag provided but not defined: -", "unknown flag --", 1)
+		for _, from := range []string{"for flag -", "argument: -"} {
+			msg = strings.Replace(msg, from, from+"-", 1)
+		}
+		return hinted(errors.New(msg), name)
+	}
+	for _, a := range fs.Args() {
+		if strings.HasPrefix(a, "-") && a != "-" {
+			return hinted(fmt.Errorf("flag %s after an argument: flags come first", a), name)
+		}
+	}
+	return nil
+}
+
+// hintError is a command line mistake followed by where to read more.
+type hintError struct {
+	err  error
+	hint string
+}
+
+func (e *hintError) Error() string { return e.err.Error() + "\n" + e.hint }
+func (e *hintError) Unwrap() error { return e.err }
+
+// hinted adds the help command to read to a command line mistake; name ""
+// points at the overview.
+func hinted(err error, name string) error {
+	if name == "" {
+		return &hintError{err, "run 'gatehouse help' for the commands"}
+	}
+	return &hintError{err, fmt.Sprintf("run 'gatehouse help %s' for its arguments and flags", name)}
+}
+
+// printHelp writes a command's help to w; name "" is the overview, which
+// lists every command and the flags of serve.
+func printHelp(w io.Writer, name string, fs *flag.FlagSet) error {
+	var b strings.Builder
+	c := commandNamed(name)
+	if c == nil {
+		b.WriteString("usage: gatehouse [COMMAND] [flags] [ARGS]\n\n")
+		b.WriteString("Gatehouse is a smart-lock server: an MQTT broker, a REST API, a dashboard and one data file.\n\ncommands:\n")
+		for _, c := range commands {
+			fmt.Fprintf(&b, "  %-14s %s\n", c.use, c.brief)
+		}
+		b.WriteString("\nFlags come before arguments. 'gatehouse help COMMAND' describes one command.\n")
+		b.WriteString("\nflags of serve, each also an environment variable (--log-level: GATEHOUSE_LOG_LEVEL):\n")
+		c = commandNamed("serve")
+	} else {
+		fmt.Fprintf(&b, "usage: gatehouse %s %s\n\n%s\n\nexample:\n  %s\n", c.name, c.args, c.summary, c.example)
+		if hasFlags(fs, c.flags) {
+			b.WriteString("\nflags:\n")
+		}
+	}
+	allEnv := c.name == "serve" || c.name == "healthcheck" // parseConfig's flags
+	fs.VisitAll(func(f *flag.Flag) {
+		if c.flags != nil && !slices.Contains(c.flags, f.Name) {
+			return
+		}
+		typ, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		if typ != "" {
+			fmt.Fprintf(&b, " %s", typ)
+		}
+		fmt.Fprintf(&b, "\n        %s", usage)
+		if f.DefValue != "" && f.DefValue != "false" {
+			fmt.Fprintf(&b, " (default %s)", f.DefValue)
+		}
+		if allEnv || f.Name == "data" {
+			fmt.Fprintf(&b, " [%s]", "GATEHOUSE_"+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")))
+		}
+		b.WriteString("\n")
+	})
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func hasFlags(fs *flag.FlagSet, only []string) bool {
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		if only == nil || slices.Contains(only, f.Name) {
+			n++
+		}
+	})
+	return n > 0
+}
 
 // parseConfig reads flags for a command; every flag defaults to its
 // GATEHOUSE_* environment variable. Flags come before arguments, and a flag
 // after an argument is an error rather than silently ignored.
-func parseConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+//
+// Help (--help, -h) is written to out and returned as flag.ErrHelp; name ""
+// is the overview of every command.
+func parseConfig(name string, args []string, getenv func(string) string, out io.Writer) (config, error) {
 	env := func(flagName, def string) string {
 		if v := getenv("GATEHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))); v != "" {
 			return v
 		}
 		return def
 	}
-	fs := flag.NewFlagSet("gatehouse "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(name)
 	var cfg config
 	fs.StringVar(&cfg.Data, "data", env("data", "./data"), "data directory (holds gatehouse.db)")
 	fs.StringVar(&cfg.MQTT, "mqtt", env("mqtt", ":1883"), "MQTT TCP listen address")
@@ -169,6 +359,8 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.StringVar(&cfg.TLSCert, "tls-cert", env("tls-cert", ""), "PEM certificate file: MQTT also listens with TLS and HTTP serves HTTPS (re-read on SIGHUP)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", env("tls-key", ""), "PEM private key file for --tls-cert")
 	fs.StringVar(&cfg.LogLevel, "log-level", env("log-level", "info"), "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", env("log-format", "text"), "log lines as text (key=value) or json")
+	fs.StringVar(&cfg.Metrics, "metrics", env("metrics", ""), "also serve /metrics here without authentication, for a scraper on a private network, like 127.0.0.1:9100 (/metrics on --http always takes an admin bearer)")
 	ttl := fs.String("command-ttl", env("command-ttl", "30s"), "time to live of a command (at most 5m)")
 	tz := fs.String("timezone", env("timezone", "Local"), "IANA time zone in which grant windows are read, like Europe/Paris")
 	pictureMax := fs.Int("picture-max-mib", envInt(env("picture-max-mib", ""), 5), "largest picture accepted over HTTP, in MiB")
@@ -196,20 +388,11 @@ func parseConfig(name string, args []string, getenv func(string) string, stderr 
 	fs.IntVar(&cfg.MaxCommands, "max-commands", envInt(env("max-commands", ""), web.DefaultMaxCommands), "REST command requests in progress at once; more are answered 503 with Retry-After")
 	fs.IntVar(&cfg.HTTPMaxConns, "http-max-connections", envInt(env("http-max-connections", ""), web.DefaultMaxConnections), "open HTTP connections in total")
 	fs.IntVar(&cfg.HTTPMaxConnsPer, "http-max-per-address", envInt(env("http-max-per-address", ""), web.DefaultMaxConnectionsPerAddr), "open HTTP connections from one address")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, usage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, name, args, out); err != nil {
 		return cfg, err
 	}
-	for _, a := range fs.Args() {
-		if strings.HasPrefix(a, "-") {
-			return cfg, fmt.Errorf("flag %s after an argument: flags come first", a)
-		}
-	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("%s takes no arguments, got %q", name, fs.Args())
+		return cfg, hinted(fmt.Errorf("%s takes no arguments, got %q", name, fs.Args()), name)
 	}
 	lim.MessageRate, lim.ConnectRate = *rateFlag, *connectRate
 	if lim.MaxConnections < 1 || lim.MaxPending < 1 || lim.ConnectRate <= 0 || lim.ConnectBurst < 1 || lim.MaxPendingPerAddress < 1 || lim.MaxSessionsPerUser < 1 || lim.MaxPersistentPerUser < 1 ||
@@ -259,12 +442,19 @@ func envInt(v string, def int) int {
 	return def
 }
 
-func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+func newLogger(level, format string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 // serve runs the server until ctx ends.
@@ -302,44 +492,50 @@ func serve(ctx context.Context, cfg config, stderr io.Writer) error {
 // app is a running server: store, service, broker and HTTP, started in that
 // order and stopped in reverse.
 type app struct {
-	log     *slog.Logger
-	db      *store.DB
-	svc     *actions.Service
-	broker  *broker.Broker
-	http    *http.Server
-	httpLn  net.Listener
-	httpErr chan error
-	certs   *certFiles // nil without TLS
+	log    *slog.Logger
+	db     *store.DB
+	svc    *actions.Service
+	broker *broker.Broker
+	http   *http.Server
+	httpLn net.Listener
+	// mqttLn and mqttsLn are bound by start and handed to the broker.
+	mqttLn, mqttsLn net.Listener
+	httpErr         chan error
+	certs           *certFiles // nil without TLS
+	// metrics serves /metrics without authentication on --metrics; nil
+	// without it.
+	metrics   *http.Server
+	metricsLn net.Listener
+}
+
+// metricsAddr is the bound --metrics address, "" without one.
+func (a *app) metricsAddr() string {
+	if a.metricsLn == nil {
+		return ""
+	}
+	return a.metricsLn.Addr().String()
 }
 
 func start(cfg config, stderr io.Writer) (*app, error) {
-	logger, err := newLogger(cfg.LogLevel, stderr)
+	logger, err := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
 	if err != nil {
 		return nil, err
 	}
 	a := &app{log: logger, httpErr: make(chan error, 1)}
+	metrics := web.NewMetrics()
 	started := false
+	var undo func() // removes the data file and dirs this start made
 	defer func() {
 		if !started {
 			a.close() // undo what did start
+			if undo != nil {
+				undo()
+			}
 		}
 	}()
 
-	if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if a.db, err = store.OpenWith(filepath.Join(cfg.Data, "gatehouse.db"),
-		store.Options{Logger: logger.With("component", "store")}); err != nil {
-		return nil, err
-	}
-	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
-		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now,
-		KeepPictures: cfg.KeepPictures, PictureBytes: cfg.PictureMiB << 20, LinkTTL: cfg.LinkTTL,
-		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits, MaxStreams: cfg.MaxStreams,
-		KeepEvents: cfg.KeepEvents, KeepEventsMax: cfg.KeepEventsMax})
-	if err != nil {
-		return nil, err
-	}
+	// Every port is bound before anything is created: a busy port (often
+	// Mosquitto on 1883) leaves no data file and no admin behind.
 	var tlsConfig *tls.Config
 	if cfg.TLSCert != "" {
 		a.certs = &certFiles{cert: cfg.TLSCert, key: cfg.TLSKey}
@@ -348,30 +544,92 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		}
 		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: a.certs.get}
 	}
-	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT,
+	if a.mqttLn, err = listen("mqtt", cfg.MQTT); err != nil {
+		return nil, err
+	}
+	if tlsConfig != nil {
+		if a.mqttsLn, err = listen("mqtts", cfg.MQTTS); err != nil {
+			return nil, err
+		}
+	}
+	if a.httpLn, err = listen("http", cfg.HTTP); err != nil {
+		return nil, err
+	}
+	if cfg.Metrics != "" {
+		if a.metricsLn, err = listen("metrics", cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
+
+	if undo, err = makeDataDir(cfg.Data); err != nil {
+		return nil, err
+	}
+	dataFile := filepath.Join(cfg.Data, "gatehouse.db")
+	if a.db, err = store.OpenWith(dataFile,
+		store.Options{Logger: logger.With("component", "store"), OnCommit: metrics.ObserveCommit}); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, dataDirError(cfg.Data, err)
+		}
+		return nil, err
+	}
+	a.svc, err = actions.New(actions.Config{Store: a.db, Logger: logger.With("component", "actions"),
+		CommandTTL: cfg.CommandTTL, Location: cfg.Location, Now: cfg.now,
+		KeepPictures: cfg.KeepPictures, PictureBytes: cfg.PictureMiB << 20, LinkTTL: cfg.LinkTTL,
+		Scripts: cfg.Scripts, ScriptLimits: cfg.scriptLimits, MaxStreams: cfg.MaxStreams,
+		KeepEvents: cfg.KeepEvents, KeepEventsMax: cfg.KeepEventsMax, Metrics: metrics})
+	if err != nil {
+		return nil, err
+	}
+	a.broker, err = broker.New(a.svc, broker.Options{Addr: cfg.MQTT, Listener: a.mqttLn, TLSListener: a.mqttsLn,
 		Logger: logger.With("component", "broker"), ConnectTimeout: cfg.connectTimeout,
 		TLS: tlsConfig, TLSAddr: cfg.MQTTS, MessageTTL: cfg.CommandTTL, Limits: cfg.MQTTLimits})
 	if err != nil {
 		return nil, err
 	}
 	a.svc.SetPublisher(a.broker)
+	metrics.Watch(web.MetricsSources{
+		Devices: a.svc.DeviceCounts,
+		Streams: a.svc.Streams,
+		MQTT: func() (int, uint64, uint64) {
+			st := a.broker.Stats()
+			return st.Connections, st.MessagesIn, st.MessagesOut
+		},
+		DataFileBytes: func() (int64, error) {
+			fi, err := os.Stat(dataFile)
+			if err != nil {
+				return 0, err
+			}
+			return fi.Size(), nil
+		},
+	})
 	if err := a.svc.Open(); err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	a.svc.StartRetention()
+	hadUsers := false
+	if cfg.AdminToken != "" {
+		err := a.db.View(func(tx actions.Tx) error {
+			users, err := tx.Users()
+			hadUsers = len(users) > 0
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("bootstrap admin: %w", err)
+		}
+	}
 	token, err := a.svc.EnsureAdmin(cfg.AdminToken)
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap admin: %w", err)
 	}
-	if token != "" {
-		fmt.Fprintf(stderr, "admin token: %s\n", token)
+	if hadUsers {
+		// The variable only names the first admin's token: a newcomer who
+		// sets it after a first start would otherwise get 401s and no clue.
+		logger.Warn("GATEHOUSE_ADMIN_TOKEN is ignored: the data file already has users (it is used only on a first start)",
+			"data_file", dataFile, "fix", "stop the server and run: gatehouse token create --data "+cfg.Data+" --user admin; or start over with an empty --data")
 	}
 
 	if err := a.broker.Listen(); err != nil {
 		return nil, err
-	}
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
-		return nil, fmt.Errorf("http listen on %s: %w", cfg.HTTP, err)
 	}
 	if err := a.broker.Serve(); err != nil {
 		return nil, fmt.Errorf("start broker: %w", err)
@@ -387,6 +645,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			Scripts:       cfg.Scripts,
 			Location:      cfg.Location,
 			Now:           cfg.now,
+			Metrics:       metrics,
 		}),
 		// A client has 5 s for its headers and 30 s for its body; an idle
 		// keep-alive connection is closed after 15 s, so idle connections
@@ -411,8 +670,21 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 			a.httpErr <- err
 		}
 	}()
+	if a.metricsLn != nil {
+		a.metrics = &http.Server{Handler: metrics.Handler(), ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog: slog.NewLogLogger(logger.With("component", "metrics").Handler(), slog.LevelWarn)}
+		go func() {
+			if err := a.metrics.Serve(a.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				a.httpErr <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+	if token != "" { // printed once everything runs: a failed start made no admin
+		fmt.Fprintf(stderr, "admin token: %s\n", token)
+	}
 	logger.Info("gatehouse started", "version", version, "mqtt", a.broker.Addr(), "mqtts", a.broker.TLSAddr(),
-		"http", a.httpLn.Addr().String(), "https", tlsConfig != nil, "data", cfg.Data, "scripts", cfg.Scripts)
+		"http", a.httpLn.Addr().String(), "https", tlsConfig != nil, "data", cfg.Data, "scripts", cfg.Scripts,
+		"metrics", a.metricsAddr())
 	started = true
 	return a, nil
 }
@@ -420,6 +692,15 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 // close stops what start started, in reverse, each step with a deadline.
 func (a *app) close() error {
 	var errs []error
+	if a.metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		if err := a.metrics.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop metrics: %w", err))
+		}
+		cancel()
+	} else if a.metricsLn != nil {
+		a.metricsLn.Close()
+	}
 	if a.http != nil {
 		if a.svc != nil {
 			a.svc.EndStreams() // SSE handlers return instead of holding Shutdown
@@ -435,6 +716,11 @@ func (a *app) close() error {
 	if a.broker != nil {
 		if err := a.broker.Close(shutdownTimeout); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	for _, ln := range []net.Listener{a.mqttLn, a.mqttsLn} {
+		if ln != nil {
+			ln.Close() // the broker's, closed already, or bound before a failure
 		}
 	}
 	if a.svc != nil {
@@ -498,19 +784,18 @@ func (c *certFiles) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 // tokenCreate is `gatehouse token create`: it works on the data file while
 // no server holds it, to recover access when every admin token is lost.
 func tokenCreate(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gatehouse token create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("token")
 	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
 	user := fs.String("user", "", "user name (created when missing)")
 	role := fs.String("role", "", "admin, member or guest (default: admin for a new user, unchanged otherwise)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, "token", args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("token create takes no arguments, got %q", fs.Args())
+		return hinted(fmt.Errorf("token create takes no arguments, got %q", fs.Args()), "token")
 	}
 	if *user == "" {
-		return errors.New("token create: --user is required")
+		return hinted(errors.New("token create: --user is required"), "token")
 	}
 	if *data == "" {
 		*data = "./data"
@@ -538,18 +823,13 @@ func tokenCreate(args []string, getenv func(string) string, stdout, stderr io.Wr
 }
 
 // offline runs the commands that work on the data file while no server
-// holds it: backup, restore, export and import.
+// holds it: backup, restore, export and import. Each shows its progress on
+// stderr and ends with a one-line summary there (stdout may be the export).
 func offline(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(cmd)
 	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, cmd, args, stdout); err != nil {
 		return err
-	}
-	for _, a := range fs.Args() {
-		if strings.HasPrefix(a, "-") {
-			return fmt.Errorf("flag %s after an argument: flags come first", a)
-		}
 	}
 	if *data == "" {
 		*data = "./data"
@@ -561,28 +841,45 @@ func offline(cmd string, args []string, getenv func(string) string, stdout, stde
 		want = min(fs.NArg(), 1)
 	}
 	if fs.NArg() != want || (want == 1 && file == "") {
-		return fmt.Errorf("usage: gatehouse %s [--data DIR] FILE", cmd)
+		return hinted(fmt.Errorf("usage: gatehouse %s %s", cmd, commandNamed(cmd).args), cmd)
 	}
+	began := time.Now()
 	switch cmd {
 	case "restore": // creates the data dir, and works on a damaged data file
+		size := fileSize(file)
+		// The backup is checked first, then copied beside the data file.
+		p := startProgress(stderr, "restore", size, tempSize(*data, ".gatehouse.db.restoring.tmp-*"))
 		kept, err := store.Restore(path, file)
+		p.stop()
 		if err != nil {
 			return err
 		}
+		fmt.Fprintf(stderr, "restore: %s from %s is now %s (took %s)\n", shortSize(size), file, path, took(began))
 		if kept != "" {
 			fmt.Fprintln(stderr, "previous data file kept as", kept)
 		}
 		return nil
 	case "import":
-		if err := os.MkdirAll(*data, 0o700); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
 		f, err := os.Open(file)
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		undo, err := makeDataDir(*data)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		return store.Import(path, f)
+		in := &countingReader{r: f}
+		p := startProgress(stderr, "import", fileSize(file), in.n.Load)
+		err = store.Import(path, in)
+		p.stop()
+		if err != nil {
+			undo() // the data dir, if import made it
+			return err
+		}
+		fmt.Fprintf(stderr, "import: %s of JSON from %s into %s (%s) (took %s)\n",
+			shortSize(in.n.Load()), file, path, shortSize(fileSize(path)), took(began))
+		return nil
 	}
 	db, err := store.OpenWith(path, store.Options{MustExist: true})
 	switch {
@@ -594,21 +891,181 @@ func offline(cmd string, args []string, getenv func(string) string, stdout, stde
 		return err
 	}
 	defer db.Close()
-	switch {
-	case cmd == "backup":
-		return db.BackupFile(file)
-	case file == "":
-		return db.Export(stdout)
+	if cmd == "backup" {
+		// Written through a temporary file beside FILE, renamed when whole.
+		p := startProgress(stderr, "backup", fileSize(path), tempSize(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*"))
+		err := db.BackupFile(file)
+		p.stop()
+		if err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		fmt.Fprintf(stderr, "backup: %s of %s written to %s, mode 0600 (took %s)\n", shortSize(fileSize(file)), path, file, took(began))
+		return nil
 	}
-	f, err := os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// An export holds every token's hash, device secrets' hashes and the
+	// pictures: the file is made 0600 before anything is written to it.
+	out, where := stdout, "stdout"
+	var f *os.File
+	if file != "" {
+		if f, err = os.OpenFile(file, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err != nil {
+			return fmt.Errorf("export: %w", err)
+		}
+		out, where = f, file+" (mode 0600)"
+	}
+	w := &countingWriter{w: out}
+	p := startProgress(stderr, "export", 0, w.n.Load)
+	err = db.Export(w)
+	p.stop()
+	if f != nil {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(file) // no half export left behind
+		}
+	}
 	if err != nil {
 		return err
 	}
-	if err := db.Export(f); err != nil {
-		f.Close()
-		return err
+	fmt.Fprintf(stderr, "export: %s of JSON from %s written to %s (took %s)\n", shortSize(w.n.Load()), path, where, took(began))
+	return nil
+}
+
+// progressEvery is how often progress is shown: in place on a terminal,
+// as a new line in a log.
+const (
+	progressEveryTTY = 250 * time.Millisecond
+	progressEveryLog = 10 * time.Second
+)
+
+// progress shows a long offline command's progress on stderr until stop.
+type progress struct {
+	stopc, done chan struct{}
+}
+
+// startProgress reports what has been done (done, in bytes) of total
+// (0 when unknown): on a terminal one line rewritten in place, otherwise
+// a line every progressEveryLog, so that a log is not flooded.
+func startProgress(w io.Writer, what string, total int64, done func() int64) *progress {
+	p := &progress{stopc: make(chan struct{}), done: make(chan struct{})}
+	tty := isTerminal(w)
+	every := progressEveryLog
+	if tty {
+		every = progressEveryTTY
 	}
-	return f.Close()
+	began := time.Now()
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		shown := false
+		for {
+			select {
+			case <-p.stopc:
+				if shown && tty {
+					fmt.Fprint(w, "\r\x1b[K") // the summary takes the line
+				}
+				return
+			case <-t.C:
+				line := progressLine(what, done(), total, time.Since(began))
+				if tty {
+					fmt.Fprint(w, "\r"+line+"\x1b[K")
+				} else {
+					fmt.Fprintln(w, line)
+				}
+				shown = true
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) stop() {
+	close(p.stopc)
+	<-p.done
+}
+
+func progressLine(what string, done, total int64, elapsed time.Duration) string {
+	at := elapsed.Round(time.Second)
+	switch {
+	case done == 0:
+		return fmt.Sprintf("%s: reading and checking…, %s", what, at)
+	case total > 0:
+		return fmt.Sprintf("%s: %s of %s (%d%%), %s", what, shortSize(done), shortSize(total), min(100, done*100/total), at)
+	}
+	return fmt.Sprintf("%s: %s, %s", what, shortSize(done), at)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// tempSize is the size of the temporary files matching pattern in dir:
+// how far a store function that writes through one has got.
+func tempSize(dir, pattern string) func() int64 {
+	return func() int64 {
+		names, _ := filepath.Glob(filepath.Join(dir, pattern))
+		var n int64
+		for _, name := range names {
+			n += fileSize(name)
+		}
+		return n
+	}
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func took(began time.Time) time.Duration {
+	return time.Since(began).Round(time.Millisecond)
+}
+
+// shortSize writes a size for a progress or summary line.
+func shortSize(n int64) string {
+	switch {
+	case n < 1<<10:
+		return fmt.Sprintf("%d bytes", n)
+	case n < 1<<20:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	case n < 1<<30:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+}
+
+// countingWriter and countingReader count bytes for the progress line,
+// which reads the count from another goroutine.
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // noStore is the error of an offline command pointed at a data dir without
@@ -622,14 +1079,13 @@ func noStore(dir string) error {
 // maintain runs `gatehouse check` and `gatehouse compact` on the data file
 // while no server holds it.
 func maintain(cmd string, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gatehouse "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet(cmd)
 	data := fs.String("data", getenv("GATEHOUSE_DATA"), "data directory (default ./data)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, cmd, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("usage: gatehouse %s [--data DIR] (got %q)", cmd, fs.Args())
+		return hinted(fmt.Errorf("usage: gatehouse %s [--data DIR] (got %q)", cmd, fs.Args()), cmd)
 	}
 	if *data == "" {
 		*data = "./data"
@@ -687,4 +1143,74 @@ func sizeText(n int64) string {
 		return fmt.Sprintf("%.1f KiB (%d bytes)", float64(n)/(1<<10), n)
 	}
 	return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
+}
+
+// listen binds one of the server's ports; name is its flag. A busy port
+// says which flag and variable move it.
+func listen(name, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	variable := "GATEHOUSE_" + strings.ToUpper(name)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		hint := ""
+		if _, port, _ := net.SplitHostPort(addr); name == "mqtt" && port == "1883" {
+			hint = " (often Mosquitto or another MQTT broker: stop it, or use --mqtt :1884)"
+		}
+		return nil, fmt.Errorf("%s listen on %s: the port is in use by another program%s; choose a free address with --%s or %s",
+			name, addr, hint, name, variable)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("%s listen on %s: %w: ports below 1024 need privileges; choose another with --%s or %s",
+			name, addr, err, name, variable)
+	}
+	return nil, fmt.Errorf("%s listen on %s: %w; check --%s or %s", name, addr, err, name, variable)
+}
+
+// makeDataDir creates the data dir when missing and returns the undo of a
+// failed start: it removes the data file if this start made it, and the
+// directories it created, so that a failed first start leaves nothing.
+func makeDataDir(dir string) (undo func(), err error) {
+	dir = filepath.Clean(dir)
+	created := "" // the topmost directory MkdirAll makes
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		created = d
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, dataDirError(dir, err)
+	}
+	file := filepath.Join(dir, "gatehouse.db")
+	_, err = os.Stat(file)
+	newFile := errors.Is(err, fs.ErrNotExist)
+	return func() {
+		if newFile {
+			os.Remove(file)
+		}
+		for d := dir; created != ""; d = filepath.Dir(d) {
+			if os.Remove(d) != nil || d == created {
+				break // not empty, or the last one this start made
+			}
+		}
+	}, nil
+}
+
+// dataDirError explains a data dir the server cannot use; when it is a
+// matter of permissions it names the user the server runs as.
+func dataDirError(dir string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	who := fmt.Sprintf("uid %d", os.Geteuid())
+	if u, uerr := user.Current(); uerr == nil && u.Username != "" {
+		who = fmt.Sprintf("user %s (%s)", u.Username, who)
+	}
+	return fmt.Errorf("data dir %s: %w: the server runs as %s, who cannot write there; give it the directory (chown) or choose another with --data or GATEHOUSE_DATA",
+		dir, err, who)
 }

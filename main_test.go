@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -31,7 +32,11 @@ func TestRunArgs(t *testing.T) {
 		{"FlagAfterArgument", []string{"serve", "extra", "--data", "x"}, "flag --data after an argument"},
 		{"Argument", []string{"serve", "extra"}, "takes no arguments"},
 		{"UnknownCommand", []string{"frobnicate"}, `unknown command "frobnicate"`},
-		{"UnknownFlag", []string{"--nope"}, "flag provided but not defined"},
+		{"UnknownFlag", []string{"--nope"}, "unknown flag --nope\nrun 'gatehouse help serve' for its arguments and flags"},
+		{"UnknownFlagOffline", []string{"backup", "--nope", "f"}, "unknown flag --nope\nrun 'gatehouse help backup'"},
+		{"BadFlagValue", []string{"--max-streams-per-user", "x"}, `invalid value "x" for flag --max-streams-per-user`},
+		{"MissingFlagValue", []string{"--data"}, "flag needs an argument: --data"},
+		{"HelpUnknown", []string{"help", "frobnicate"}, `unknown command "frobnicate"`},
 		{"BadTTL", []string{"--command-ttl", "10m"}, "--command-ttl"},
 		{"BadLogLevel", []string{"--log-level", "loud", "--data", "DIR", "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, "--log-level"},
 		{"EmptyMQTTAddress", []string{"--mqtt", ""}, "--mqtt and --http need an address"},
@@ -416,5 +421,342 @@ func TestCheckCompactCommands(t *testing.T) {
 	}
 	if err := run(ctx, []string{"check", "--data", dir, "extra"}, noenv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "usage: gatehouse check") {
 		t.Errorf("check with an argument: %v", err)
+	}
+}
+
+// Help is asked for, so it goes to stdout and succeeds: the overview
+// lists every command and writes flags as the docs do (--data).
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"help"}} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), args, noenv, &out, &errb); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		if errb.Len() > 0 {
+			t.Errorf("%v wrote to stderr: %q", args, errb.String())
+		}
+		for _, c := range commands {
+			if !strings.Contains(out.String(), "\n  "+c.use+" ") {
+				t.Errorf("%v: command %q missing from\n%s", args, c.use, out.String())
+			}
+		}
+		if !strings.Contains(out.String(), "\n  --data string\n") || strings.Contains(out.String(), "\n  -data") {
+			t.Errorf("%v: flags not written as --data:\n%s", args, out.String())
+		}
+	}
+}
+
+// gatehouse help COMMAND and gatehouse COMMAND --help print the same page:
+// the command with its arguments, what it does, an example, its flags.
+func TestHelpCommand(t *testing.T) {
+	want := map[string]string{
+		"backup":      "usage: gatehouse backup [--data DIR] FILE\n",
+		"restore":     "usage: gatehouse restore [--data DIR] FILE\n",
+		"export":      "usage: gatehouse export [--data DIR] [FILE]\n",
+		"import":      "usage: gatehouse import [--data DIR] FILE\n",
+		"token":       "usage: gatehouse token create --user NAME",
+		"serve":       "usage: gatehouse serve [flags]\n",
+		"healthcheck": "usage: gatehouse healthcheck [--http ADDR]\n",
+		"check":       "usage: gatehouse check [--data DIR]\n",
+		"compact":     "usage: gatehouse compact [--data DIR]\n",
+		"version":     "usage: gatehouse version \n",
+		"help":        "usage: gatehouse help [COMMAND]\n",
+	}
+	for _, c := range commands {
+		t.Run(c.name, func(t *testing.T) {
+			var help, flagHelp bytes.Buffer
+			if err := run(context.Background(), []string{"help", c.name}, noenv, &help, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{c.name, "--help"}
+			if c.name == "token" {
+				args = []string{"token", "create", "--help"}
+			}
+			if c.name != "help" {
+				if err := run(context.Background(), args, noenv, &flagHelp, io.Discard); err != nil {
+					t.Fatal(err)
+				}
+				if help.String() != flagHelp.String() {
+					t.Errorf("help %s and %v differ:\n%s\n---\n%s", c.name, args, help.String(), flagHelp.String())
+				}
+			}
+			if !strings.HasPrefix(help.String(), want[c.name]) || !strings.Contains(help.String(), "\nexample:\n  ") {
+				t.Errorf("help %s:\n%s\nwant it to start %q and hold an example", c.name, help.String(), want[c.name])
+			}
+			if c.name == "backup" && !strings.Contains(help.String(), "\n  --data string\n") {
+				t.Errorf("help backup lists no --data:\n%s", help.String())
+			}
+		})
+	}
+	var out bytes.Buffer
+	run(context.Background(), []string{"help", "healthcheck"}, noenv, &out, io.Discard)
+	if strings.Contains(out.String(), "--max-connections") {
+		t.Errorf("help healthcheck lists the server's limits:\n%s", out.String())
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var a, b bytes.Buffer
+	if err := run(context.Background(), []string{"--version"}, noenv, &a, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	run(context.Background(), []string{"version"}, noenv, &b, io.Discard)
+	if a.String() != "gatehouse "+version+"\n" || a.String() != b.String() {
+		t.Errorf("--version %q, version %q", a.String(), b.String())
+	}
+}
+
+// runMain runs the test binary as gatehouse with args and returns its exit
+// status, stdout and stderr (see TestMainDamagedDataFileExitCode).
+func runMain(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMainDamagedDataFileExitCode$")
+	cmd.Env = append(os.Environ(), "GATEHOUSE_TEST_MAIN_ARGS="+strings.Join(args, "\n"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		return exit.ExitCode(), stdout.String(), stderr.String()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return 0, stdout.String(), stderr.String()
+}
+
+// The binary: --help exits 0 with the overview on stdout; a wrong flag
+// exits 1 with the error once and a one-line hint, not the usage.
+func TestMainHelpAndWrongFlag(t *testing.T) {
+	code, stdout, stderr := runMain(t, "--help")
+	if code != 0 || !strings.HasPrefix(stdout, "usage: gatehouse [COMMAND]") || stderr != "" {
+		t.Errorf("--help: exit %d, stdout %.60q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = runMain(t, "--nope")
+	want := "gatehouse: unknown flag --nope\nrun 'gatehouse help serve' for its arguments and flags\n"
+	if code != 1 || stdout != "" || stderr != want {
+		t.Errorf("--nope: exit %d, stdout %q, stderr %q; want exit 1 and stderr %q", code, stdout, stderr, want)
+	}
+}
+
+// A busy port is found before anything is made: no data dir, no admin
+// token printed, and the error names the flag and the variable to change.
+func TestBusyPortMakesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
+	for _, tc := range []struct{ flag, env string }{{"mqtt", "GATEHOUSE_MQTT"}, {"http", "GATEHOUSE_HTTP"}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "new", "data")
+			args := []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}
+			args = append(args, "--"+tc.flag, busy)
+			var stderr bytes.Buffer
+			err := run(context.Background(), args, noenv, io.Discard, &stderr)
+			wantOneLine(t, err, tc.flag+" listen on "+busy, "in use", "--"+tc.flag+" or "+tc.env)
+			if _, serr := os.Stat(filepath.Dir(dir)); !errors.Is(serr, os.ErrNotExist) {
+				t.Errorf("a failed start made %s", filepath.Dir(dir))
+			}
+			if strings.Contains(stderr.String(), "admin token") {
+				t.Errorf("a failed start printed an admin token: %q", stderr.String())
+			}
+		})
+	}
+	t.Run("mqtts", func(t *testing.T) {
+		certDir := t.TempDir()
+		writeCert(t, certDir, 1)
+		cert, key := filepath.Join(certDir, "cert.pem"), filepath.Join(certDir, "key.pem")
+		dir := filepath.Join(t.TempDir(), "data")
+		err := run(context.Background(), []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0",
+			"--mqtts", busy, "--tls-cert", cert, "--tls-key", key}, noenv, io.Discard, io.Discard)
+		wantOneLine(t, err, "mqtts listen on "+busy, "--mqtts or GATEHOUSE_MQTTS")
+		if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+			t.Errorf("a failed start made %s", dir)
+		}
+	})
+	// 1883 is Mosquitto's port: taken here, by Mosquitto or by the test.
+	if ln, err := net.Listen("tcp", "127.0.0.1:1883"); err == nil {
+		defer ln.Close()
+	}
+	_, err = listen("mqtt", "127.0.0.1:1883")
+	wantOneLine(t, err, "Mosquitto", "--mqtt or GATEHOUSE_MQTT")
+}
+
+// A start that fails after the data file was made (here: an admin token
+// too short for a first start) removes the file and the dirs it made; an
+// existing data dir and file are kept.
+func TestFailedFirstStartLeavesNothing(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "a", "data")
+	env := map[string]string{"GATEHOUSE_ADMIN_TOKEN": "short"}
+	err := run(context.Background(), []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "error"},
+		func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "at least 16 characters") {
+		t.Fatalf("start with a short first admin token: %v", err)
+	}
+	if entries, _ := os.ReadDir(parent); len(entries) != 0 {
+		t.Errorf("a failed first start left %v in %s", entries, parent)
+	}
+
+	existing := t.TempDir()
+	os.WriteFile(filepath.Join(existing, "notes.txt"), []byte("mine"), 0o600)
+	undo, err := makeDataDir(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(existing, "gatehouse.db"), nil, 0o600) // as a store would
+	undo()
+	if _, err := os.Stat(filepath.Join(existing, "notes.txt")); err != nil {
+		t.Errorf("undo removed what was there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(existing, "gatehouse.db")); err == nil {
+		t.Error("undo kept the data file the failed start made")
+	}
+	os.WriteFile(filepath.Join(existing, "gatehouse.db"), []byte("old"), 0o600)
+	undo, _ = makeDataDir(existing)
+	undo()
+	if b, _ := os.ReadFile(filepath.Join(existing, "gatehouse.db")); string(b) != "old" {
+		t.Error("undo removed a data file that was there before")
+	}
+}
+
+// GATEHOUSE_ADMIN_TOKEN only names the first admin's token: set on a store
+// that has users, it is ignored, and the server says so, naming the data
+// file and the command that makes a new token.
+func TestAdminTokenIgnoredWarns(t *testing.T) {
+	dir := t.TempDir()
+	startOnce := func(token string) string {
+		t.Helper()
+		var stderr syncBuffer
+		a, err := start(config{Data: dir, MQTT: "127.0.0.1:0", HTTP: "127.0.0.1:0", CommandTTL: time.Second,
+			LogLevel: "warn", AdminToken: token, Location: time.UTC}, &stderr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.close()
+		return stderr.String()
+	}
+	if out := startOnce("first-admin-token-0123456789"); strings.Contains(out, "ignored") {
+		t.Errorf("first start warned: %q", out)
+	}
+	out := startOnce("second-admin-token-0123456789")
+	for _, want := range []string{"GATEHOUSE_ADMIN_TOKEN is ignored", filepath.Join(dir, "gatehouse.db"), "gatehouse token create --data " + dir} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second start: %q, want it to contain %q", out, want)
+		}
+	}
+	if out := startOnce(""); strings.Contains(out, "ignored") {
+		t.Errorf("start without the variable warned: %q", out)
+	}
+}
+
+// A data dir the server may not write names the user it runs as.
+func TestDataDirPermissionNamesUser(t *testing.T) {
+	err := dataDirError("/srv/gatehouse", &os.PathError{Op: "mkdir", Path: "/srv/gatehouse", Err: os.ErrPermission})
+	wantOneLine(t, err, "data dir /srv/gatehouse", "the server runs as ", fmt.Sprintf("uid %d", os.Geteuid()), "--data or GATEHOUSE_DATA")
+	if os.Geteuid() == 0 {
+		t.Log("root writes anywhere: the end-to-end half needs another user")
+		return
+	}
+	parent := t.TempDir()
+	os.Chmod(parent, 0o500)
+	defer os.Chmod(parent, 0o700)
+	err = run(context.Background(), []string{"--data", filepath.Join(parent, "data"), "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, noenv, io.Discard, io.Discard)
+	wantOneLine(t, err, "the server runs as ")
+}
+
+// A data dir that is not a directory, or whose gatehouse.db is some other
+// program's file, is refused in one line and left as it was.
+func TestForeignDataDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(file, []byte("not a dir"), 0o600)
+	err := run(context.Background(), []string{"--data", file, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, noenv, io.Discard, io.Discard)
+	wantOneLine(t, err, "data dir "+file)
+
+	dir := t.TempDir()
+	foreign := []byte("SQLite format 3\x00" + strings.Repeat("x", 5000))
+	os.WriteFile(filepath.Join(dir, "gatehouse.db"), foreign, 0o600)
+	var stderr bytes.Buffer
+	err = run(context.Background(), []string{"--data", dir, "--mqtt", "127.0.0.1:0", "--http", "127.0.0.1:0"}, noenv, io.Discard, &stderr)
+	wantOneLine(t, err, filepath.Join(dir, "gatehouse.db"))
+	if b, _ := os.ReadFile(filepath.Join(dir, "gatehouse.db")); !bytes.Equal(b, foreign) {
+		t.Error("the foreign file was changed")
+	}
+	if strings.Contains(stderr.String(), "admin token") {
+		t.Error("an admin was made")
+	}
+}
+
+// backup and export write files that hold secrets' hashes and pictures:
+// mode 0600, and a one-line summary (what, how much, where, how long) on
+// stderr, so that stdout stays the export alone.
+func TestOfflineFilesAndSummaries(t *testing.T) {
+	dir := t.TempDir()
+	s := startServer(t, dir)
+	s.createDevice("door", "lock")
+	s.stop()
+	out := t.TempDir()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backup", "--data", dir, filepath.Join(out, "b.db")}, "backup: "},
+		{[]string{"export", "--data", dir, filepath.Join(out, "e.json")}, "export: "},
+		{[]string{"import", "--data", filepath.Join(out, "imported"), filepath.Join(out, "e.json")}, "import: "},
+		{[]string{"restore", "--data", filepath.Join(out, "restored"), filepath.Join(out, "b.db")}, "restore: "},
+	} {
+		var stdout, stderr bytes.Buffer
+		if err := run(ctx, tc.args, noenv, &stdout, &stderr); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		file := tc.args[len(tc.args)-1]
+		line := strings.TrimSuffix(stderr.String(), "\n")
+		if stdout.Len() > 0 || strings.Contains(line, "\n") || !strings.HasPrefix(line, tc.want) ||
+			!strings.Contains(line, file) || !strings.Contains(line, " KiB") || !strings.Contains(line, "(took ") {
+			t.Errorf("%v: stdout %q, stderr %q; want one summary line", tc.args, stdout.String(), stderr.String())
+		}
+		t.Log(line)
+	}
+	for _, f := range []string{"b.db", "e.json"} {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v, want 0600", f, err, st.Mode().Perm())
+		}
+	}
+	// An export never overwrites a file, and a refused import leaves no
+	// data dir behind.
+	if err := run(ctx, []string{"export", "--data", dir, filepath.Join(out, "e.json")}, noenv, io.Discard, io.Discard); err == nil {
+		t.Error("export overwrote a file")
+	}
+	os.WriteFile(filepath.Join(out, "bad.json"), []byte(`{"format":"other"}`), 0o600)
+	fresh := filepath.Join(out, "fresh")
+	if err := run(ctx, []string{"import", "--data", fresh, filepath.Join(out, "bad.json")}, noenv, io.Discard, io.Discard); err == nil {
+		t.Error("imported a foreign file")
+	}
+	if _, err := os.Stat(fresh); err == nil {
+		t.Error("a refused import left its data dir")
+	}
+	// Exported to stdout, the summary is on stderr.
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"export", "--data", dir}, noenv, &stdout, &stderr); err != nil || !json.Valid(stdout.Bytes()) ||
+		!strings.Contains(stderr.String(), "written to stdout") {
+		t.Errorf("export to stdout: %v, stderr %q", err, stderr.String())
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	for _, tc := range []struct {
+		done, total int64
+		want        string
+	}{
+		{0, 100 << 20, "restore: reading and checking…, 3s"},
+		{25 << 20, 100 << 20, "restore: 25.0 MiB of 100.0 MiB (25%), 3s"},
+		{3 << 30, 0, "restore: 3.00 GiB, 3s"},
+	} {
+		if got := progressLine("restore", tc.done, tc.total, 3200*time.Millisecond); got != tc.want {
+			t.Errorf("progressLine(%d, %d) = %q, want %q", tc.done, tc.total, got, tc.want)
+		}
 	}
 }

@@ -195,6 +195,12 @@ func (s *Service) updateEnding(fn func(Tx) error, ends func(Principal) bool) err
 	}
 	if err == nil && len(rec.events) > 0 {
 		s.bus.publish(rec.events)
+		for _, e := range rec.events {
+			s.metrics.EventWritten(e.Type)
+		}
+	}
+	if err == nil {
+		s.haCommitted(rec.events, rec.access)
 	}
 	return err
 }

@@ -170,7 +170,7 @@ func (s *Service) send(p Principal, targets []target, verb, via string) ([]Comma
 			}
 			continue
 		}
-		s.log.Debug("command sent", "device_id", c.Device, "cmd_id", c.ID, "verb", verb, "by", p.ID)
+		s.log.Info("command sent", "device_id", c.Device, "cmd_id", c.ID, "verb", verb, "by", p.ID, "via", via)
 	}
 	return cmds, nil
 }
@@ -327,6 +327,7 @@ func (s *Service) finish(id, status, state, reason, detail string) (Command, err
 		return Command{}, err
 	}
 	s.wake(c)
+	s.metrics.CommandFinished(c.Verb, c.Status, 0)
 	return c, nil
 }
 

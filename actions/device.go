@@ -196,6 +196,73 @@ func (s *Service) Devices(p Principal) ([]Device, error) {
 	return out, err
 }
 
+// DevicePage lists one page of the devices p may see, ordered by id, from
+// the first id after cursor: up to limit of them (50 when 0, at most
+// 1000); next is the last id when more may follow, "" at the end. An
+// admin's page is read from the store, which seeks to the cursor; anyone
+// else's is looked up id by id from their grants in the in-memory access
+// index, so a page costs the same however many devices the server holds.
+func (s *Service) DevicePage(p Principal, cursor string, limit int) ([]Device, string, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, 1000)
+	out := []Device{}
+	var next string
+	err := s.store.View(func(tx Tx) error {
+		v, err := s.viewer(tx, p)
+		if err != nil {
+			return err
+		}
+		if p.IsAdmin() {
+			page, n, err := tx.DevicePage(cursor, limit)
+			if err != nil {
+				return err
+			}
+			for _, d := range page {
+				out = append(out, v.show(s.withPresence(d)))
+			}
+			next = n
+			return nil
+		}
+		var ids []string
+		switch p.Kind {
+		case PrincipalDevice:
+			ids = []string{p.ID}
+		case PrincipalUser:
+			for id := range v.grants {
+				ids = append(ids, id)
+			}
+			slices.Sort(ids)
+		}
+		i, found := slices.BinarySearch(ids, cursor)
+		if found {
+			i++
+		}
+		for ; i < len(ids); i++ {
+			if len(out) == limit {
+				next = out[len(out)-1].ID
+				break
+			}
+			d, err := tx.Device(ids[i])
+			if ErrorCode(err) == ENotFound {
+				continue // deleted with its grants in a later commit
+			}
+			if err != nil {
+				return err
+			}
+			if v.sees(d) {
+				out = append(out, v.show(s.withPresence(d)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return out, next, nil
+}
+
 // Device returns one device p may see.
 func (s *Service) Device(p Principal, id string) (Device, error) {
 	var d Device
@@ -361,5 +428,6 @@ func (s *Service) presence(id, typ, remote string) {
 		}
 		return
 	}
+	s.log.Info("device "+typ, "device_id", id, "remote", remote)
 	s.notifyDevice(id, typ+" "+id)
 }

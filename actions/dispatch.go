@@ -218,6 +218,7 @@ func (s *Service) handShake(m Message) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	s.log.Info("hand shake", "device_id", d.ID, "kind", d.Kind, "firmware", d.Firmware)
 	desired := d.Desired
 	if desired == "" {
 		desired = "none"
@@ -357,6 +358,9 @@ func (s *Service) recordAck(deviceID, cmdID string, ok bool, state, reason, via 
 	}
 	if finished {
 		s.wake(c)
+		s.metrics.CommandFinished(c.Verb, c.Status, now.Sub(c.Created))
+		s.log.Info("command answered", "cmd_id", c.ID, "device_id", deviceID, "verb", c.Verb, "status", c.Status,
+			"state", state, "round_trip", now.Sub(c.Created))
 		code := "0"
 		if c.Status != StatusDone {
 			code = "1"

@@ -33,10 +33,17 @@ type Event struct {
 type EventQuery struct {
 	Device string
 	Type   string
+	// User selects the events of one person (the event's User).
+	User   string
 	Limit  int
 	Cursor string
 	// Filter, when not nil, keeps only the events it returns true for.
 	Filter func(Event) bool
+	// Scope, when not nil, keeps only the events about its devices, each
+	// from its time on (the zero time: all of them): what a person may
+	// read, so the store walks only those devices' events. Filter still
+	// has the last word.
+	Scope map[string]time.Time
 	// After, when set, lists the events after that id, oldest first
 	// (for resuming a stream), instead of newest first.
 	After string
@@ -51,6 +58,9 @@ func (s *Service) Events(p Principal, q EventQuery) ([]Event, string, error) {
 	)
 	err := s.store.View(func(tx Tx) (err error) {
 		if q.Filter, err = s.readFilter(tx, p); err != nil {
+			return err
+		}
+		if q.Scope, err = s.readScope(tx, p); err != nil {
 			return err
 		}
 		out, next, err = tx.Events(q)
@@ -72,6 +82,36 @@ func (s *Service) readFilter(tx Tx, p Principal) (func(Event) bool, error) {
 	// A device deleted takes its grants with it, so a grant means the
 	// device exists.
 	return func(e Event) bool { return e.Device != "" && v.reads(Device{ID: e.Device}, e.Time) }, nil
+}
+
+// readScope returns the devices p may read events about, each with the
+// earliest time any of p's grants for it lets them read; nil means every
+// device, for admins. Nobody reads an event from before their grant
+// (see viewer.reads), so the store need not walk past it.
+func (s *Service) readScope(tx Tx, p Principal) (map[string]time.Time, error) {
+	if p.IsAdmin() {
+		return nil, nil
+	}
+	scope := map[string]time.Time{}
+	switch p.Kind {
+	case PrincipalDevice:
+		scope[p.ID] = time.Time{}
+	case PrincipalUser:
+		v, err := s.viewer(tx, p)
+		if err != nil {
+			return nil, err
+		}
+		for id, grants := range v.grants {
+			since := grants[0].Created
+			for _, g := range grants[1:] {
+				if g.Created.Before(since) {
+					since = g.Created
+				}
+			}
+			scope[id] = since
+		}
+	}
+	return scope, nil
 }
 
 // CanRead reports whether p may read event e now. It reads the in-memory

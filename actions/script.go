@@ -626,6 +626,7 @@ func (s *Service) runScript(c *compiledScript, m Message) (string, error) {
 	if err != nil {
 		return "", s.scriptFailed(rc, err)
 	}
+	s.metrics.ScriptRun("ok")
 	for _, o := range rc.out {
 		if o.notify {
 			s.notifyDevice(m.Sender.ID, "script "+c.Name+" "+o.text)
@@ -661,8 +662,10 @@ func (s *Service) scriptFailed(rc *scriptRun, err error) error {
 	s.log.Debug("script failed", "script", rc.name, "error", e)
 	var re *runError
 	if rc.stop.Load() == nil && !(errors.As(err, &re) && re.sandbox) {
+		s.metrics.ScriptRun("error")
 		return e
 	}
+	s.metrics.ScriptRun("stopped")
 	now := s.now()
 	t := s.scripts
 	t.mu.Lock()

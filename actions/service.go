@@ -49,6 +49,9 @@ type Config struct {
 	KeepEvents        time.Duration
 	KeepEventsMax     int
 	RetentionInterval time.Duration
+	// Metrics counts commands, events, refused logins and script runs
+	// (default: counted nowhere).
+	Metrics Metrics
 }
 
 // Service is the domain: every device, person and command goes through it.
@@ -74,6 +77,9 @@ type Service struct {
 	scripts *scriptTable
 
 	retention *retention
+	metrics   Metrics
+	// ha keeps Home Assistant's discovery trees (homeassistant.go).
+	ha homeAssistant
 
 	mu     sync.Mutex
 	online map[string]int // device id → live connections
@@ -135,6 +141,10 @@ func New(cfg Config) (*Service, error) {
 		timers:       map[string]*time.Timer{},
 	}
 	s.bus.max = cfg.MaxStreams
+	s.metrics = cfg.Metrics
+	if s.metrics == nil {
+		s.metrics = noMetrics{}
+	}
 	s.registry = s.builtins()
 	s.retention = newRetention(cfg)
 	s.scripts = s.newScriptTable(cfg.Scripts, cfg.ScriptLimits)
@@ -182,6 +192,7 @@ func (s *Service) Open() error {
 // way), the expiry timers, and wakes every waiting caller.
 func (s *Service) Close() {
 	s.stopRetention()
+	s.stopHomeAssistant()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true

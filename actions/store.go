@@ -16,6 +16,10 @@ type Store interface {
 type Tx interface {
 	Device(id string) (Device, error)
 	Devices() ([]Device, error)
+	// DevicePage lists up to limit devices (a default when 0) ordered by
+	// id, from the first id after cursor; next is the cursor of the
+	// following page, "" at the end.
+	DevicePage(cursor string, limit int) (devices []Device, next string, err error)
 	PutDevice(d Device) error
 	DeleteDevice(id string) error
 

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -73,9 +75,18 @@ type Broker struct {
 	addr   string
 	wait   time.Duration // connect timeout
 	log    *slog.Logger
+
+	// retainMu orders the server's retained publishes and their refresh
+	// (keepRetained).
+	retainMu  sync.Mutex
+	stopKeep  chan struct{}
+	keepEnded chan struct{}
 }
 
-var _ actions.Publisher = (*Broker)(nil)
+var (
+	_ actions.Publisher         = (*Broker)(nil)
+	_ actions.RetainedPublisher = (*Broker)(nil)
+)
 
 // New builds a broker for svc; it does no I/O until Listen.
 func New(svc *actions.Service, opts Options) (*Broker, error) {
@@ -176,11 +187,23 @@ func (b *Broker) Sessions() int { return b.srv.Clients.Len() }
 func (b *Broker) Addr() string { return b.tcp.ln.Addr().String() }
 
 // Serve starts accepting connections; it returns at once.
-func (b *Broker) Serve() error { return b.srv.Serve() }
+func (b *Broker) Serve() error {
+	if err := b.srv.Serve(); err != nil {
+		return err
+	}
+	b.stopKeep, b.keepEnded = make(chan struct{}), make(chan struct{})
+	go b.keepRetained(retainRefresh)
+	return nil
+}
 
 // Close disconnects every client and stops the listeners, waiting at most
 // timeout for client goroutines to end.
 func (b *Broker) Close(timeout time.Duration) error {
+	if b.stopKeep != nil {
+		close(b.stopKeep)
+		<-b.keepEnded
+		b.stopKeep = nil
+	}
 	done := make(chan struct{})
 	go func() {
 		b.srv.Close()
@@ -240,4 +263,100 @@ func (b *Broker) Disconnect(p actions.Principal) {
 			_ = b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
 		}
 	}
+}
+
+// retainedTree is the one tree where the server keeps retained messages:
+// Home Assistant's discovery, state and availability (DESIGN §3).
+const retainedTree = "ha/"
+
+// retainRefresh is how often the server's retained messages are stamped
+// afresh: mochi drops a retained message MaximumMessageExpiryInterval
+// (5 min) after it was made, which is right for anybody's messages but the
+// server's own kept state.
+const retainRefresh = time.Minute
+
+// PublishRetained sends payload to topic from the server itself, retained,
+// at QoS 1: subscribers get it now, later subscribers when they subscribe.
+// It is kept until replaced or cleared (ClearRetained), however long.
+func (b *Broker) PublishRetained(topic string, payload []byte) error {
+	if len(payload) == 0 {
+		return b.ClearRetained(topic)
+	}
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	if err := b.srv.InjectPacket(b.inline, retainedPacket(topic, payload)); err != nil {
+		return err
+	}
+	b.srv.Topics.RetainMessage(keptPacket(topic, payload))
+	return nil
+}
+
+// ClearRetained removes the retained message of topic; subscribers get an
+// empty message, which Home Assistant reads as "this entity is gone".
+func (b *Broker) ClearRetained(topic string) error {
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	return b.srv.InjectPacket(b.inline, retainedPacket(topic, nil))
+}
+
+func retainedPacket(topic string, payload []byte) packets.Packet {
+	return packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		TopicName:   topic,
+		Payload:     payload,
+		PacketID:    1, // never processed for the inline client, but must be valid
+	}
+}
+
+// keptPacket is the retained copy mochi keeps: made now, no expiry.
+func keptPacket(topic string, payload []byte) packets.Packet {
+	pk := retainedPacket(topic, payload)
+	pk.ProtocolVersion = 5
+	pk.Origin = mqtt.InlineClientId
+	pk.Created = time.Now().Unix()
+	return pk
+}
+
+// keepRetained stamps the server's retained messages afresh every
+// interval until Close, so that mochi's expiry sweep leaves them.
+func (b *Broker) keepRetained(interval time.Duration) {
+	defer close(b.keepEnded)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stopKeep:
+			return
+		case <-t.C:
+			b.refreshRetained()
+		}
+	}
+}
+
+func (b *Broker) refreshRetained() {
+	b.retainMu.Lock()
+	defer b.retainMu.Unlock()
+	for topic, pk := range b.srv.Topics.Retained.GetAll() {
+		if strings.HasPrefix(topic, retainedTree) && len(pk.Payload) > 0 {
+			b.srv.Topics.RetainMessage(keptPacket(topic, pk.Payload))
+		}
+	}
+}
+
+// Stats is what the broker counts, for monitoring.
+type Stats struct {
+	// Connections is the number of live logged-in connections.
+	Connections int
+	// MessagesIn counts the messages clients published (refused ones
+	// included); MessagesOut the messages written to clients.
+	MessagesIn, MessagesOut uint64
+}
+
+// Stats returns the broker's counters now.
+func (b *Broker) Stats() Stats {
+	b.hook.mu.Lock()
+	n := b.hook.authed
+	b.hook.mu.Unlock()
+	return Stats{Connections: n, MessagesIn: b.hook.messagesIn.Load(),
+		MessagesOut: uint64(atomic.LoadInt64(&b.srv.Info.MessagesSent))}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -34,6 +35,9 @@ type hook struct {
 	idents map[string]*identity // "kind:id" → its connections and rate
 	kept   map[string]int       // "kind:id" → its sessions kept after their connection
 	authed int
+
+	// messagesIn counts the messages clients published (Broker.Stats).
+	messagesIn atomic.Uint64
 }
 
 // conn is what the hook knows of one authenticated connection. Its fields
@@ -68,6 +72,7 @@ func (h *hook) Provides(b byte) bool {
 		mqtt.OnDisconnect,
 		mqtt.OnClientExpired,
 		mqtt.OnPublish,
+		mqtt.OnSubscribe,
 	}, []byte{b})
 }
 
@@ -280,9 +285,28 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	case actions.PrincipalDevice, actions.PrincipalPair:
 		return topic == actions.DeviceTopic(p.ID)
 	case actions.PrincipalUser:
-		return topic == actions.AppTopic(p.ID)
+		return topic == actions.AppTopic(p.ID) || actions.HomeAssistantTopic(p.ID, topic)
 	}
 	return false
+}
+
+// OnSubscribe starts keeping a person's Home Assistant tree when they
+// subscribe within their own discovery prefix (ha/<name>/…), before the
+// subscription's retained messages are sent: the first time, so that it is
+// there to be sent. The ACL check that follows decides the subscription
+// itself.
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	p, ok := h.principal(cl)
+	if !ok || p.Kind != actions.PrincipalUser || h.svc.Expired(p) {
+		return pk
+	}
+	for _, sub := range pk.Filters {
+		if actions.HomeAssistantTopic(p.ID, sub.Filter) {
+			h.svc.WatchHomeAssistant(p)
+			break
+		}
+	}
+	return pk
 }
 
 // OnPublish consumes messages to toserver and refuses every other publish
@@ -291,6 +315,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if cl.Net.Inline {
 		return pk, nil // the server's own publish: never dispatch again
 	}
+	h.messagesIn.Add(1)
 	v, ok := h.ids.Load(cl)
 	if !ok {
 		return pk, refuse(cl, pk, packets.ErrNotAuthorized)

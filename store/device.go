@@ -52,6 +52,7 @@ func (r deviceRecord) device(id string) actions.Device {
 }
 
 func decodeDevice(k, v []byte) (actions.Device, error) {
+	countDecode()
 	var r deviceRecord
 	if err := json.Unmarshal(v, &r); err != nil {
 		return actions.Device{}, fmt.Errorf("decode device %q: %w", k, err)
@@ -83,6 +84,42 @@ func (t *tx) Devices() ([]actions.Device, error) {
 		return nil, err
 	}
 	return devices, nil
+}
+
+// Page sizes of DevicePage.
+const (
+	defaultDeviceLimit = 50
+	maxDeviceLimit     = 1000
+)
+
+// DevicePage returns up to limit devices (50 when not set, at most 1000)
+// ordered by id, the first with an id after cursor ("" for the start). It
+// seeks to the cursor and decodes only the devices it returns; next is the
+// last id returned when another device follows, "" otherwise.
+func (t *tx) DevicePage(cursor string, limit int) ([]actions.Device, string, error) {
+	if limit <= 0 {
+		limit = defaultDeviceLimit
+	}
+	limit = min(limit, maxDeviceLimit)
+	c := t.tx.Bucket(bucketDevices).Cursor()
+	k, v := c.First()
+	if cursor != "" {
+		if k, v = c.Seek([]byte(cursor)); k != nil && string(k) == cursor {
+			k, v = c.Next()
+		}
+	}
+	devices := []actions.Device{}
+	for ; k != nil; k, v = c.Next() {
+		if len(devices) == limit {
+			return devices, devices[len(devices)-1].ID, nil
+		}
+		d, err := decodeDevice(k, v)
+		if err != nil {
+			return nil, "", err
+		}
+		devices = append(devices, d)
+	}
+	return devices, "", nil
 }
 
 // PutDevice creates or replaces the device d.ID; d.Online is not stored.

@@ -40,9 +40,30 @@
 //	              logged in from correctly, each with when it was last
 //	              written; rewritten at most once per address and hour,
 //	              deleted with its user or device (schema 5)
+//	events_by_device, events_by_type, events_by_user
+//	              the event's device, type or person (User), a zero byte,
+//	              then the event key → empty value: secondary indexes of
+//	              events, one entry per event and non-empty field of at
+//	              most 512 bytes (schema 6). Derived data: written by
+//	              AppendEvent and deleted by PruneEvents in the same
+//	              transaction as their event, never exported, and rebuilt
+//	              by Open when missing (an import) or unfinished. While
+//	              Open builds them (a new schema 6 file, an import, a lost
+//	              index bucket), meta holds "index_build" → the key of the
+//	              last event indexed (empty: none yet); the build goes in
+//	              transactions of 20,000 events, resumes there after a
+//	              crash, and no query uses the indexes while it exists
 //
 // Events are read newest first with a cursor that starts at the end, or at
 // the key just before the one a page cursor decodes to, and walks back.
+// A query by device, type or person walks that index instead (the entries
+// of one value sort by event key, so by time); with several of them it
+// leapfrogs (each index seeks to the key another is on), and a person's
+// query walks the union of their granted devices' entries, each from the
+// time their first grant was made. Only the events those walks yield are
+// decoded: a page of 50 decodes 51 records, plus those the access filter
+// turns down, at any log size. Devices are paged by seeking to the id
+// after the cursor.
 //
 // Retention (PruneEvents) walks the events from the first key, deleting the
 // oldest in transactions of a bounded size; with each event go the picture
@@ -53,5 +74,6 @@
 //
 // Open runs an append-only list of migrations inside one Update transaction
 // together with the bump of the schema version; a file written by a newer
-// binary (a version above SchemaVersion) is refused.
+// binary (a version above SchemaVersion) is refused. Filling the event
+// indexes (migration 6, or an import) follows in transactions of its own.
 package store

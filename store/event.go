@@ -35,6 +35,7 @@ type eventRecord struct {
 }
 
 func decodeEvent(k, v []byte) (actions.Event, error) {
+	countDecode()
 	var r eventRecord
 	if err := json.Unmarshal(v, &r); err != nil {
 		return actions.Event{}, fmt.Errorf("decode event %x: %w", k, err)
@@ -70,7 +71,7 @@ func (t *tx) AppendEvent(e *actions.Event) error {
 	key := make([]byte, 0, eventKeyLen)
 	key = binary.BigEndian.AppendUint64(key, uint64(nanos))
 	key = binary.BigEndian.AppendUint64(key, seq)
-	v, err := json.Marshal(eventRecord{
+	r := eventRecord{
 		Time:    e.Time,
 		Type:    e.Type,
 		Device:  e.Device,
@@ -78,33 +79,86 @@ func (t *tx) AppendEvent(e *actions.Event) error {
 		Via:     e.Via,
 		Command: e.Command,
 		Detail:  e.Detail,
-	})
+	}
+	v, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)
 	}
 	if err := b.Put(key, v); err != nil {
 		return fmt.Errorf("append event: %w", err)
 	}
+	if err := putIndexes(t.tx, key, &r); err != nil {
+		return err
+	}
 	e.ID = hex.EncodeToString(key)
 	return nil
 }
 
-// Events walks the log backwards from the end, or from just before
-// q.Cursor, and returns up to q.Limit matching events (50 when not set, at
-// most 1000). next is the id of the last event returned when at least one
+// Events returns up to q.Limit matching events (50 when not set, at most
+// 1000), newest first from the end of the log or from just before
+// q.Cursor. next is the id of the last event returned when at least one
 // more matching event lies beyond it, "" otherwise. With q.After set it
 // walks forwards instead, from just after that id, oldest first.
+//
+// It walks the narrowest index the query allows (device, or q.Scope's
+// devices, person, type; several at once by leapfrogging, index.go) and
+// decodes only the events those yield: the page, one more to know whether
+// another page follows, and those q.Filter turns down.
 func (t *tx) Events(q actions.EventQuery) ([]actions.Event, string, error) {
-	decode := func(k, v []byte) (actions.Event, bool, error) {
+	desc := q.After == ""
+	from, msg := q.Cursor, "invalid cursor"
+	if !desc {
+		from, msg = q.After, "invalid event id"
+	}
+	var start []byte
+	if from != "" {
+		k, err := hex.DecodeString(from)
+		if err != nil || len(k) != eventKeyLen {
+			return nil, "", actions.Errorf(actions.EInvalid, "%s", msg)
+		}
+		start = k
+	}
+	it, ok := t.eventIter(q, desc)
+	if !ok {
+		return []actions.Event{}, "", nil
+	}
+	var k []byte
+	switch {
+	case start == nil && desc:
+		k = it.seek(bytes.Repeat([]byte{0xff}, eventKeyLen))
+	case start == nil:
+		k = it.seek(make([]byte, eventKeyLen))
+	default:
+		// A page starts just past its cursor.
+		if k = it.seek(start); k != nil && bytes.Equal(k, start) {
+			k = it.next()
+		}
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = defaultEventLimit
+	}
+	limit = min(limit, maxEventLimit)
+	events := t.tx.Bucket(bucketEvents)
+	items := []actions.Event{}
+	for ; k != nil; k = it.next() {
+		v := events.Get(k)
+		if v == nil {
+			continue // an index entry whose event is gone: never served
+		}
 		e, err := decodeEvent(k, v)
-		return e, err == nil && matches(q, e), err
+		if err != nil {
+			return nil, "", err
+		}
+		if !matches(q, e) {
+			continue
+		}
+		if len(items) == limit {
+			return items, items[len(items)-1].ID, nil
+		}
+		items = append(items, e)
 	}
-	id := func(e actions.Event) string { return e.ID }
-	b := t.tx.Bucket(bucketEvents)
-	if q.After != "" {
-		return pageForward(b, q.After, q.Limit, decode, id)
-	}
-	return page(b, q.Cursor, q.Limit, decode, id)
+	return items, "", nil
 }
 
 // page returns up to limit items of a bucket with time-ordered keys,
@@ -126,21 +180,6 @@ func page[T any](b *bbolt.Bucket, cursor string, limit int, decode func(k, v []b
 		}
 	}
 	return collect(k, v, c.Prev, limit, decode, id)
-}
-
-// pageForward is page in the other direction: oldest first, starting just
-// after the key after decodes to.
-func pageForward[T any](b *bbolt.Bucket, after string, limit int, decode func(k, v []byte) (T, bool, error), id func(T) string) ([]T, string, error) {
-	start, err := hex.DecodeString(after)
-	if err != nil || len(start) != eventKeyLen {
-		return nil, "", actions.Errorf(actions.EInvalid, "invalid event id")
-	}
-	c := b.Cursor()
-	k, v := c.Seek(start)
-	if k != nil && bytes.Equal(k, start) {
-		k, v = c.Next()
-	}
-	return collect(k, v, c.Next, limit, decode, id)
 }
 
 // collect walks from k with step, keeping up to limit decoded items (50
@@ -175,6 +214,15 @@ func matches(q actions.EventQuery, e actions.Event) bool {
 	}
 	if q.Type != "" && e.Type != q.Type {
 		return false
+	}
+	if q.User != "" && e.User != q.User {
+		return false
+	}
+	if q.Scope != nil {
+		since, ok := q.Scope[e.Device]
+		if !ok || e.Time.Before(since) {
+			return false
+		}
 	}
 	return q.Filter == nil || q.Filter(e)
 }
@@ -238,8 +286,8 @@ func (t *tx) PruneEvents(q actions.Prune) (actions.Pruned, error) {
 		excess = count - uint64(q.Keep)
 	}
 	type victim struct {
-		key     []byte
-		command string
+		key    []byte
+		record eventRecord
 	}
 	var victims []victim
 	c := t.tx.Bucket(bucketEvents).Cursor()
@@ -249,11 +297,9 @@ func (t *tx) PruneEvents(q actions.Prune) (actions.Pruned, error) {
 		if !old && uint64(len(victims)) >= excess {
 			break
 		}
-		var r struct {
-			Command string `json:"command"`
-		}
+		var r eventRecord
 		_ = json.Unmarshal(v, &r) // a record that does not decode is still due
-		victims = append(victims, victim{key: bytes.Clone(k), command: r.Command})
+		victims = append(victims, victim{key: bytes.Clone(k), record: r})
 	}
 	if k == nil {
 		count = uint64(len(victims)) // the whole log goes: whatever the count said
@@ -263,6 +309,9 @@ func (t *tx) PruneEvents(q actions.Prune) (actions.Pruned, error) {
 		if err := b.Delete(vi.key); err != nil {
 			return out, fmt.Errorf("prune event %x: %w", vi.key, err)
 		}
+		if err := deleteIndexes(t.tx, vi.key, &vi.record); err != nil {
+			return out, err
+		}
 		out.Events++
 		gone, err := t.deletePictureKey(vi.key)
 		if err != nil {
@@ -271,8 +320,8 @@ func (t *tx) PruneEvents(q actions.Prune) (actions.Pruned, error) {
 		if gone {
 			out.Pictures++
 		}
-		if vi.command != "" {
-			gone, err := t.pruneCommand(vi.command)
+		if vi.record.Command != "" {
+			gone, err := t.pruneCommand(vi.record.Command)
 			if err != nil {
 				return out, err
 			}

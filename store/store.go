@@ -68,6 +68,10 @@ var migrations = [...]func(*bbolt.Tx) error{
 	// 5: the addresses each person and device logged in from correctly,
 	// so that login throttling survives a restart (see actions/auth.go).
 	func(tx *bbolt.Tx) error { return createBuckets(tx, bucketLogins) },
+	// 6: secondary indexes of the event log by device, type and person
+	// (index.go). The migration only creates them and marks them unbuilt;
+	// Open then fills them in bounded transactions (buildIndexes).
+	createIndexes,
 }
 
 // SchemaVersion is the schema version this binary writes: the number of
@@ -91,6 +95,8 @@ type DB struct {
 	queue   chan write
 	stopped chan struct{}
 	health  writeHealth // whether the last commit failed (writer.go)
+	// onCommit is Options.OnCommit, never nil.
+	onCommit func(took time.Duration, writes int)
 }
 
 // Options tunes Open.
@@ -105,6 +111,9 @@ type Options struct {
 	// Logger receives failing and recovering writes (at most one line per
 	// faultLogInterval); nil discards them.
 	Logger *slog.Logger
+	// OnCommit, when set, is told the time and the number of writes of
+	// every successful commit, for monitoring (writer.go).
+	OnCommit func(took time.Duration, writes int)
 }
 
 var _ actions.Store = (*DB)(nil)
@@ -162,7 +171,14 @@ func start(path string, b *bbolt.DB, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open store: %s: %w", path, err)
 	}
-	db := &DB{bolt: b, grouped: !opts.OneCommitPerWrite, health: writeHealth{log: opts.Logger}}
+	if err := guard(path, func() error { return buildIndexes(b, indexBuildBatch) }); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("open store: %s: %w", path, err)
+	}
+	db := &DB{bolt: b, grouped: !opts.OneCommitPerWrite, health: writeHealth{log: opts.Logger}, onCommit: opts.OnCommit}
+	if db.onCommit == nil {
+		db.onCommit = func(time.Duration, int) {}
+	}
 	if db.grouped {
 		db.queue, db.stopped = make(chan write), make(chan struct{})
 		go db.writer()

@@ -65,6 +65,7 @@ func (db *DB) writer() {
 func (db *DB) commit(group []write) {
 	for len(group) > 0 {
 		failed := -1
+		start := time.Now()
 		err := db.bolt.Update(func(btx *bbolt.Tx) error {
 			for i, w := range group {
 				if err := safeRun(w.fn, btx); err != nil {
@@ -80,7 +81,7 @@ func (db *DB) commit(group []write) {
 			w.done <- db.updateOne(w.fn)
 			group = append(group[:failed:failed], group[failed+1:]...)
 		default:
-			err = db.committed(err)
+			err = db.committed(err, time.Since(start), len(group))
 			for _, w := range group {
 				w.done <- err // nil, or the commit's own error for all
 			}
@@ -93,6 +94,7 @@ func (db *DB) commit(group []write) {
 // returned as it is; a failed commit is classified and recorded.
 func (db *DB) updateOne(fn func(actions.Tx) error) error {
 	ran := false
+	start := time.Now()
 	err := db.bolt.Update(func(btx *bbolt.Tx) error {
 		if err := safeRun(fn, btx); err != nil {
 			return err
@@ -103,14 +105,16 @@ func (db *DB) updateOne(fn func(actions.Tx) error) error {
 	if !ran {
 		return err
 	}
-	return db.committed(err)
+	return db.committed(err, time.Since(start), 1)
 }
 
-// committed records the outcome of a commit whose writes all succeeded in
-// memory, and returns err classified by commitError.
-func (db *DB) committed(err error) error {
+// committed records the outcome of a commit of writes that all succeeded
+// in memory and took took, and returns err classified by commitError.
+func (db *DB) committed(err error, took time.Duration, writes int) error {
 	if err != nil {
 		err = commitError(err)
+	} else {
+		db.onCommit(took, writes)
 	}
 	db.health.record(err)
 	return err

@@ -31,16 +31,20 @@ func (s *server) handleBackup(c echo.Context) error {
 	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve more requests
 	started := false
 	w := deadlineWriter{w: c.Response(), rc: rc}
+	var sent int64
 	err := s.svc.Backup(principal(c), w, func(size int64) {
 		h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
 		c.Response().WriteHeader(http.StatusOK)
-		started = true
+		started, sent = true, size
 	})
 	if err != nil && started {
 		// Too late for an error body: the client sees a short file, which
 		// the Content-Length makes detectable.
-		s.log.Error("backup interrupted", "error", err)
+		s.log.Error("backup interrupted", "user", principal(c).ID, "error", err)
 		return nil
+	}
+	if err == nil {
+		s.log.Info("backup sent", "user", principal(c).ID, "bytes", sent)
 	}
 	return err
 }

@@ -2,7 +2,6 @@ package web
 
 import (
 	"net/http"
-	"sort"
 
 	"github.com/labstack/echo/v4"
 
@@ -38,16 +37,11 @@ func (s *server) handleDeviceList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	all, err := s.svc.Devices(principal(c))
+	items, next, err := s.svc.DevicePage(principal(c), cursor, limit)
 	if err != nil {
 		return err
 	}
-	// Devices come sorted by id; the cursor is the last id of a page.
-	i := sort.Search(len(all), func(i int) bool { return all[i].ID > cursor })
-	out := list[actions.Device]{Items: all[i:min(len(all), i+limit)]}
-	if i+limit < len(all) {
-		out.Next = out.Items[len(out.Items)-1].ID
-	}
+	out := list[actions.Device]{Items: items, Next: next}
 	if out.Items == nil {
 		out.Items = []actions.Device{}
 	}

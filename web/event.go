@@ -17,7 +17,7 @@ func (s *server) handleEventList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	q := actions.EventQuery{Device: c.QueryParam("device"), Type: c.QueryParam("type"), Limit: limit, Cursor: cursor}
+	q := actions.EventQuery{Device: c.QueryParam("device"), Type: c.QueryParam("type"), User: c.QueryParam("user"), Limit: limit, Cursor: cursor}
 	events, next, err := s.svc.Events(principal(c), q)
 	if err != nil {
 		return err

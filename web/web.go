@@ -49,6 +49,9 @@ type Options struct {
 	Location *time.Location
 	// Now is the dashboard's clock (default time.Now): the service's.
 	Now func() time.Time
+	// Metrics serves /metrics to admins (web/metrics.go); nil leaves it
+	// out.
+	Metrics *Metrics
 }
 
 type server struct {
@@ -63,6 +66,8 @@ type server struct {
 	uploadTimeout time.Duration
 	// commands holds a token per command request in progress (shed).
 	commands chan struct{}
+	// metrics serves /metrics; nil without Options.Metrics.
+	metrics http.Handler
 }
 
 // NewHandler returns the HTTP handler of Gatehouse.
@@ -84,16 +89,27 @@ func NewHandler(svc *actions.Service, opts Options) http.Handler {
 	s := &server{svc: svc, log: opts.Logger, mqtt: opts.MQTT, echo: e, maxPicture: opts.MaxPicture, heartbeat: opts.Heartbeat,
 		commands: make(chan struct{}, cmp.Or(opts.MaxCommands, DefaultMaxCommands))}
 	s.dash = newDashboard(opts)
+	if opts.Metrics != nil {
+		s.metrics = opts.Metrics.Handler()
+	}
 	s.uploadTimeout = opts.UploadTimeout
 	if s.uploadTimeout <= 0 {
 		s.uploadTimeout = DefaultUploadTimeout
 	}
 	e.HTTPErrorHandler = s.handleError
+	// HandleError: the error handler writes the answer before the line is
+	// logged, so the line has the status actually sent. The path only: a
+	// query may hold a picture link's signature.
 	e.Use(middleware.RequestLoggerWithConfig(middleware.RequestLoggerConfig{
 		LogMethod: true, LogURIPath: true, LogStatus: true, LogLatency: true, LogRemoteIP: true,
+		HandleError: true,
 		LogValuesFunc: func(c echo.Context, v middleware.RequestLoggerValues) error {
-			s.log.Debug("http request", "method", v.Method, "path", v.URIPath, "status", v.Status,
-				"latency", v.Latency, "remote", v.RemoteIP)
+			level := slog.LevelInfo
+			if v.Status < 400 && (v.URIPath == "/healthz" || v.URIPath == "/readyz") {
+				level = slog.LevelDebug // probes, every few seconds
+			}
+			s.log.Log(c.Request().Context(), level, "http request", "method", v.Method, "path", v.URIPath,
+				"status", v.Status, "latency", v.Latency, "remote", v.RemoteIP)
 			return nil
 		},
 	}))
@@ -107,6 +123,11 @@ func (s *server) routes() {
 	e.GET("/hello", s.handleHello)
 	e.GET("/healthz", s.handleHealth)
 	e.GET("/readyz", s.handleReady)
+	if s.metrics != nil {
+		e.GET("/metrics", s.handleMetrics, s.authenticate)
+	}
+	// Public, outside the authenticated group (web/openapi.json).
+	e.GET("/api/v1/openapi.json", s.handleOpenAPI)
 	if s.mqtt != nil {
 		e.GET("/mqtt", echo.WrapHandler(s.mqtt))
 	}

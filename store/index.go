@@ -1,0 +1,418 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"gatehouse/actions"
+)
+
+// Secondary indexes of the event log (schema 6). Each is a bucket whose
+// keys are a field's value, a zero byte and the event key, with an empty
+// value; the entries of one value sort by event key, so by time, and a
+// query walks them backwards from its cursor (newest first), or forwards
+// after an id. They are derived data: never exported, rebuilt at Open when
+// missing (an import) or unfinished (a crash during the build).
+var (
+	bucketEventsByDevice = []byte("events_by_device")
+	bucketEventsByType   = []byte("events_by_type")
+	bucketEventsByUser   = []byte("events_by_user")
+
+	// keyIndexBuild, in meta, is present while the event indexes are
+	// being built: the key of the last event indexed (empty: none yet).
+	// Queries do not use the indexes while it is there.
+	keyIndexBuild = []byte("index_build")
+)
+
+// eventIndexes lists the index buckets with the field each one holds.
+var eventIndexes = []struct {
+	bucket []byte
+	field  func(r *eventRecord) string
+}{
+	{bucketEventsByDevice, func(r *eventRecord) string { return r.Device }},
+	{bucketEventsByType, func(r *eventRecord) string { return r.Type }},
+	{bucketEventsByUser, func(r *eventRecord) string { return r.User }},
+}
+
+// indexSchema is the schema version that brought the event indexes.
+const indexSchema = 6
+
+// maxIndexedLen is the longest field value indexed. Longer values (only
+// ever sent by a hostile or broken client) are left out, and a query for
+// one walks the log instead: an index key must stay far below bbolt's
+// key size limit.
+const maxIndexedLen = 512
+
+// indexBuildBatch is how many events one transaction of the index build
+// indexes, so building the indexes of a large log never holds one huge
+// transaction in memory.
+const indexBuildBatch = 20_000
+
+// testHookDecode, when set (only by tests), is called for every event and
+// device record decoded, so a test can count what a query reads.
+var testHookDecode func()
+
+func countDecode() {
+	if testHookDecode != nil {
+		testHookDecode()
+	}
+}
+
+// indexKey is the key of event key k under value in an index.
+func indexKey(value string, k []byte) []byte {
+	out := make([]byte, 0, len(value)+1+len(k))
+	out = append(append(append(out, value...), 0), k...)
+	return out
+}
+
+// indexable reports whether an index holds value.
+func indexable(value string) bool { return value != "" && len(value) <= maxIndexedLen }
+
+// putIndexes adds the index entries of the event r under key k.
+func putIndexes(tx *bbolt.Tx, k []byte, r *eventRecord) error {
+	for _, ix := range eventIndexes {
+		if v := ix.field(r); indexable(v) {
+			if err := tx.Bucket(ix.bucket).Put(indexKey(v, k), []byte{}); err != nil {
+				return fmt.Errorf("index event %x: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// deleteIndexes removes the index entries of the event r under key k.
+func deleteIndexes(tx *bbolt.Tx, k []byte, r *eventRecord) error {
+	for _, ix := range eventIndexes {
+		if v := ix.field(r); indexable(v) {
+			if err := tx.Bucket(ix.bucket).Delete(indexKey(v, k)); err != nil {
+				return fmt.Errorf("unindex event %x: %w", k, err)
+			}
+		}
+	}
+	return nil
+}
+
+// createIndexes creates the index buckets when one is missing (an
+// import, a new schema) and marks them to be built from scratch; a partial
+// set is dropped and rebuilt whole.
+func createIndexes(tx *bbolt.Tx) error {
+	missing := false
+	for _, ix := range eventIndexes {
+		missing = missing || tx.Bucket(ix.bucket) == nil
+	}
+	if !missing {
+		return nil
+	}
+	for _, ix := range eventIndexes {
+		if tx.Bucket(ix.bucket) != nil {
+			if err := tx.DeleteBucket(ix.bucket); err != nil {
+				return fmt.Errorf("reset bucket %s: %w", ix.bucket, err)
+			}
+		}
+		if _, err := tx.CreateBucket(ix.bucket); err != nil {
+			return fmt.Errorf("create bucket %s: %w", ix.bucket, err)
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyIndexBuild, []byte{})
+}
+
+// buildIndexes makes sure the event indexes exist and are complete: it
+// creates missing ones, then indexes the log in transactions of at most
+// batch events each (indexBuildBatch at Open), recording its progress in meta, so a build
+// interrupted by a crash resumes where it stopped. It runs at Open, before
+// any other write, on a file whose schema has the indexes.
+func buildIndexes(b *bbolt.DB, batch int) error {
+	err := b.Update(func(btx *bbolt.Tx) error {
+		if v, _ := schema(btx); v < indexSchema {
+			return nil
+		}
+		return createIndexes(btx)
+	})
+	if err != nil {
+		return fmt.Errorf("create event indexes: %w", err)
+	}
+	for {
+		done := true
+		err := b.Update(func(btx *bbolt.Tx) error {
+			meta := btx.Bucket(bucketMeta)
+			from := meta.Get(keyIndexBuild)
+			if from == nil {
+				return nil
+			}
+			c := btx.Bucket(bucketEvents).Cursor()
+			k, v := c.First()
+			if len(from) > 0 {
+				if k, v = c.Seek(from); k != nil && bytes.Equal(k, from) {
+					k, v = c.Next()
+				}
+			}
+			var last []byte
+			for n := 0; k != nil && n < batch; k, v = c.Next() {
+				var r eventRecord
+				if json.Unmarshal(v, &r) == nil {
+					if err := putIndexes(btx, k, &r); err != nil {
+						return err
+					}
+				}
+				last = k
+				n++
+			}
+			if k == nil {
+				return meta.Delete(keyIndexBuild)
+			}
+			done = false
+			return meta.Put(keyIndexBuild, bytes.Clone(last))
+		})
+		if err != nil {
+			return fmt.Errorf("build event indexes: %w", err)
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// indexesReady reports whether queries may use the event indexes.
+func (t *tx) indexesReady() bool {
+	return t.tx.Bucket(bucketEventsByDevice) != nil && t.tx.Bucket(bucketMeta).Get(keyIndexBuild) == nil
+}
+
+// keyIter walks event keys in one direction: newest first (desc) or oldest
+// first. Keys returned point into the transaction's memory.
+type keyIter interface {
+	// seek moves to the first key at or beyond target in walk order (at
+	// or below it when desc) and returns it, nil at the end.
+	seek(target []byte) []byte
+	// next moves one key on and returns it, nil at the end.
+	next() []byte
+}
+
+// logIter walks the events bucket itself.
+type logIter struct {
+	c    *bbolt.Cursor
+	desc bool
+}
+
+func (it *logIter) settle(k []byte) []byte {
+	for ; k != nil && len(k) != eventKeyLen; k = it.step() {
+	}
+	return k
+}
+
+func (it *logIter) step() []byte {
+	if it.desc {
+		k, _ := it.c.Prev()
+		return k
+	}
+	k, _ := it.c.Next()
+	return k
+}
+
+func (it *logIter) next() []byte { return it.settle(it.step()) }
+
+func (it *logIter) seek(target []byte) []byte {
+	k, _ := it.c.Seek(target)
+	if it.desc {
+		if k == nil {
+			k, _ = it.c.Last()
+		} else if !bytes.Equal(k, target) {
+			k, _ = it.c.Prev()
+		}
+	}
+	return it.settle(k)
+}
+
+// prefixIter walks the entries of one value in an index: the event keys
+// after prefix (the value and a zero byte). With bound set it stops at the
+// first event key below bound (desc) or starts there.
+type prefixIter struct {
+	c      *bbolt.Cursor
+	prefix []byte
+	bound  []byte
+	desc   bool
+	buf    []byte
+}
+
+func newPrefixIter(b *bbolt.Bucket, value string, bound []byte, desc bool) *prefixIter {
+	return &prefixIter{c: b.Cursor(), prefix: append([]byte(value), 0), bound: bound, desc: desc}
+}
+
+// settle returns the event key of index key k, skipping keys of another
+// shape (a value that itself holds a zero byte), nil past the prefix.
+func (it *prefixIter) settle(k []byte) []byte {
+	for ; k != nil; k = it.step() {
+		if !bytes.HasPrefix(k, it.prefix) {
+			return nil
+		}
+		if len(k) != len(it.prefix)+eventKeyLen {
+			continue
+		}
+		ek := k[len(it.prefix):]
+		if it.desc && it.bound != nil && bytes.Compare(ek, it.bound) < 0 {
+			return nil
+		}
+		return ek
+	}
+	return nil
+}
+
+func (it *prefixIter) step() []byte {
+	if it.desc {
+		k, _ := it.c.Prev()
+		return k
+	}
+	k, _ := it.c.Next()
+	return k
+}
+
+func (it *prefixIter) next() []byte { return it.settle(it.step()) }
+
+func (it *prefixIter) seek(target []byte) []byte {
+	if !it.desc && it.bound != nil && bytes.Compare(target, it.bound) < 0 {
+		target = it.bound
+	}
+	it.buf = append(append(it.buf[:0], it.prefix...), target...)
+	k, _ := it.c.Seek(it.buf)
+	if it.desc {
+		if k == nil {
+			k, _ = it.c.Last()
+		} else if !bytes.Equal(k, it.buf) {
+			k, _ = it.c.Prev()
+		}
+	}
+	return it.settle(k)
+}
+
+// unionIter walks the keys any of its iterators hold (a person's devices).
+type unionIter struct {
+	its  []keyIter
+	cur  [][]byte
+	desc bool
+}
+
+func (u *unionIter) best() []byte {
+	var b []byte
+	for _, k := range u.cur {
+		if k != nil && (b == nil || (bytes.Compare(k, b) > 0) == u.desc) {
+			b = k
+		}
+	}
+	return b
+}
+
+func (u *unionIter) seek(target []byte) []byte {
+	for i, it := range u.its {
+		u.cur[i] = it.seek(target)
+	}
+	return u.best()
+}
+
+func (u *unionIter) next() []byte {
+	b := u.best()
+	if b == nil {
+		return nil
+	}
+	b = bytes.Clone(b)
+	for i, it := range u.its {
+		if u.cur[i] != nil && bytes.Equal(u.cur[i], b) {
+			u.cur[i] = it.next()
+		}
+	}
+	return u.best()
+}
+
+// joinIter walks the keys all of its iterators hold, by leapfrogging: each
+// iterator seeks to the key another one is on, so it reads only the entries
+// between matches of the sparsest, never the whole of a large one.
+type joinIter struct{ its []keyIter }
+
+func (j *joinIter) seek(target []byte) []byte { return j.align(j.its[0].seek(target)) }
+func (j *joinIter) next() []byte              { return j.align(j.its[0].next()) }
+
+func (j *joinIter) align(k []byte) []byte {
+	for k != nil {
+		agreed := true
+		for _, it := range j.its[1:] {
+			k2 := it.seek(k)
+			if k2 == nil {
+				return nil
+			}
+			if !bytes.Equal(k2, k) {
+				k, agreed = j.its[0].seek(k2), false
+				break
+			}
+		}
+		if agreed {
+			return k
+		}
+	}
+	return nil
+}
+
+// eventBound is the smallest event key at or after time at.
+func eventBound(at time.Time) []byte {
+	if at.IsZero() || at.UnixNano() <= 0 {
+		return nil
+	}
+	return append(u64(uint64(at.UnixNano())), make([]byte, 8)...)
+}
+
+// eventIter plans a query: the narrowest walk that yields every event q
+// may select, through the indexes when they are ready. The events it
+// yields are still checked against q (matches), so a plan only has to
+// be a superset. ok is false when no event can match.
+func (t *tx) eventIter(q actions.EventQuery, desc bool) (it keyIter, ok bool) {
+	log := &logIter{c: t.tx.Bucket(bucketEvents).Cursor(), desc: desc}
+	if !t.indexesReady() {
+		return log, true
+	}
+	var its []keyIter
+	if q.Scope != nil {
+		if q.Device != "" {
+			since, in := q.Scope[q.Device]
+			if !in {
+				return nil, false
+			}
+			if indexable(q.Device) {
+				its = append(its, newPrefixIter(t.tx.Bucket(bucketEventsByDevice), q.Device, eventBound(since), desc))
+			}
+		} else {
+			ids := make([]string, 0, len(q.Scope))
+			for id := range q.Scope {
+				if !indexable(id) {
+					return log, true // only a hostile id; walk the log
+				}
+				ids = append(ids, id)
+			}
+			if len(ids) == 0 {
+				return nil, false
+			}
+			slices.Sort(ids)
+			u := &unionIter{cur: make([][]byte, len(ids)), desc: desc}
+			for _, id := range ids {
+				u.its = append(u.its, newPrefixIter(t.tx.Bucket(bucketEventsByDevice), id, eventBound(q.Scope[id]), desc))
+			}
+			its = append(its, u)
+		}
+	} else if indexable(q.Device) {
+		its = append(its, newPrefixIter(t.tx.Bucket(bucketEventsByDevice), q.Device, nil, desc))
+	}
+	if indexable(q.User) {
+		its = append(its, newPrefixIter(t.tx.Bucket(bucketEventsByUser), q.User, nil, desc))
+	}
+	if indexable(q.Type) {
+		its = append(its, newPrefixIter(t.tx.Bucket(bucketEventsByType), q.Type, nil, desc))
+	}
+	switch len(its) {
+	case 0:
+		return log, true
+	case 1:
+		return its[0], true
+	}
+	return &joinIter{its: its}, true
+}
