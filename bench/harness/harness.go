@@ -144,10 +144,16 @@ func (s *Server) Device(src, id, secret, kind string, acks bool) (paho.Client, e
 }
 
 // RSS is the resident memory of process pid, in bytes.
-func RSS(pid int) int64 {
+func RSS(pid int) int64 { return status(pid, "VmRSS:") }
+
+// RSSAnon is the part of RSS that is the process's own memory, not pages of
+// files it maps (bbolt maps the data file, so RSS grows with it).
+func RSSAnon(pid int) int64 { return status(pid, "RssAnon:") }
+
+func status(pid int, field string) int64 {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			var kb int64
 			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
 			return kb << 10

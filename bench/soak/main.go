@@ -91,7 +91,7 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 	go func() { defer wg.Done(); commander(srv, fleet, rate, stop, cmds) }()
 
 	start := time.Now()
-	fmt.Printf("| elapsed | RSS MiB | goroutines | open fds | data file MiB | commands sent | done | expired/failed | lost | reports | pictures | reconnects |\n")
+	fmt.Printf("| elapsed | RSS MiB (anonymous) | goroutines | open fds | data file MiB | commands sent | done | expired/failed | lost | reports | pictures | reconnects |\n")
 	fmt.Printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -115,8 +115,9 @@ func run(duration time.Duration, devices int, every time.Duration, rate int, kee
 			reconnects += d.reconnects.Load()
 		}
 		s, ok, bad := cmds.counts()
-		fmt.Printf("| %s | %.1f | %d | %d | %.1f | %d | %d | %d | %d | %d | %d | %d |\n",
-			time.Since(start).Round(time.Second), float64(harness.RSS(srv.Cmd.Process.Pid))/(1<<20), st.Goroutines,
+		fmt.Printf("| %s | %.1f (%.1f) | %d | %d | %.1f | %d | %d | %d | %d | %d | %d | %d |\n",
+			time.Since(start).Round(time.Second), float64(harness.RSS(srv.Cmd.Process.Pid))/(1<<20),
+			float64(harness.RSSAnon(srv.Cmd.Process.Pid))/(1<<20), st.Goroutines,
 			harness.FDs(srv.Cmd.Process.Pid), float64(fi.Size())/(1<<20), s, ok, bad, lost, reports, pictures, reconnects)
 	}
 	close(stop)
