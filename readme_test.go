@@ -58,8 +58,10 @@ func TestReadmeWalkthrough(t *testing.T) {
 		for _, c := range []string{"mosquitto_pub", "mosquitto_rr"} {
 			os.WriteFile(filepath.Join(conf, c), []byte(opts), 0o600)
 		}
-		if term == "t4" {
-			opts += "-d\n" // to see the SUBACK before the lock is sent; "Client …" lines are left out below
+		if term != "t2" {
+			// Debug lines show the SUBACK, so that the next step waits for
+			// the subscription as a person would; messageLines drops them.
+			opts += "-d\n"
 		}
 		os.WriteFile(filepath.Join(conf, "mosquitto_sub"), []byte(opts), 0o600)
 	}
@@ -113,8 +115,12 @@ func TestReadmeWalkthrough(t *testing.T) {
 	s = use(step("3"), 1)
 	compareOutput(t, "step 3", w.run("t2", s.code[0]), s.output[0])
 
+	// A person takes seconds to open the next terminal: by then the
+	// server has seen mosquitto_rr leave, so door1 comes online again below.
+	w.waitFor("t1", `msg="device offline"`)
 	s = use(step("4"), 1)
 	w.background("t3", s.code[0], "XDG_CONFIG_HOME="+filepath.Join(work, ".config-t3"))
+	w.waitFor("t3", "received SUBACK")
 	s = use(step("5"), 1)
 	w.background("t4", s.code[0], "XDG_CONFIG_HOME="+filepath.Join(work, ".config-t4"))
 	w.waitFor("t3", "toapp/admin online door1")
@@ -124,6 +130,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	compareOutput(t, "step 6", w.run("t2", s.code[0]), s.output[0])
 	w.wait("t4")
 	compareOutput(t, "step 6, terminal 4", w.out["t4"].String(), s.output[1])
+	w.waitCount("t1", `msg="device offline"`, 2) // terminal 4's device has left
 
 	s = use(step("7"), 1)
 	compareOutput(t, "step 7", w.run("t2", s.code[0]), s.output[0])
@@ -147,7 +154,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	}
 
 	// Ctrl-C stops the server cleanly; the README's clean-up starts over.
-	w.procs["t1"].Process.Signal(syscall.SIGINT)
+	syscall.Kill(-w.procs["t1"].Process.Pid, syscall.SIGINT) // Ctrl-C reaches the whole group
 	w.wait("t1")
 	if !strings.Contains(w.out["t1"].String(), `msg=stopped error=<nil>`) {
 		t.Errorf("server stop:\n%s", w.out["t1"].String())
@@ -294,6 +301,16 @@ func (w *walk) dump() string {
 	return b.String()
 }
 
+func (w *walk) waitCount(term, text string, n int) {
+	w.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(w.out[term].String(), text) < n; {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("%s printed %q fewer than %d times:%s", term, text, n, w.dump())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (w *walk) waitLines(term string, n int) {
 	w.t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); len(messageLines(w.out[term].String())) < n; {
@@ -324,11 +341,12 @@ func (w *walk) stopAll() {
 	}
 }
 
-// messageLines drops mosquitto_sub's debug lines ("Client … received …").
+// messageLines drops mosquitto_sub's debug lines ("Client … received …",
+// "Subscribed (mid: 1): 0").
 func messageLines(out string) []string {
 	var lines []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l != "" && !strings.HasPrefix(l, "Client ") {
+		if l != "" && !strings.HasPrefix(l, "Client ") && !strings.HasPrefix(l, "Subscribed (mid") {
 			lines = append(lines, l)
 		}
 	}
