@@ -88,9 +88,12 @@ func TestRunServe(t *testing.T) {
 	if err := run(context.Background(), []string{"healthcheck", "--http", httpAddr}, noenv, &stderr, &stderr); err != nil {
 		t.Fatalf("healthcheck: %v", err)
 	}
-	// Without GATEHOUSE_ADMIN_TOKEN the bootstrap token is printed once.
-	if !strings.Contains(stderr.String(), "admin token: ") {
-		t.Errorf("no admin token line in %q", stderr.String())
+	// Without GATEHOUSE_ADMIN_TOKEN the bootstrap token is printed once,
+	// when the server is up: the listeners may answer a moment before.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "admin token: "); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no admin token line in %q", stderr.String())
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "gatehouse.db")); err != nil {
 		t.Errorf("data file: %v", err)
