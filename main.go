@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -506,6 +507,8 @@ type app struct {
 	// without it.
 	metrics   *http.Server
 	metricsLn net.Listener
+	// fresh holds the HTTP connections that have not sent a request yet.
+	fresh freshConns
 }
 
 // metricsAddr is the bound --metrics address, "" without one.
@@ -635,6 +638,7 @@ func start(cfg config, stderr io.Writer) (*app, error) {
 		return nil, fmt.Errorf("start broker: %w", err)
 	}
 	a.http = &http.Server{
+		ConnState: a.fresh.track,
 		Handler: web.NewHandler(a.svc, web.Options{
 			Logger:        logger.With("component", "web"),
 			MQTT:          a.broker.WebSocketHandler(),
@@ -705,11 +709,9 @@ func (a *app) close() error {
 		if a.svc != nil {
 			a.svc.EndStreams() // SSE handlers return instead of holding Shutdown
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		if err := a.http.Shutdown(ctx); err != nil {
+		if err := a.fresh.shutdown(a.http); err != nil {
 			errs = append(errs, fmt.Errorf("stop http: %w", err))
 		}
-		cancel()
 	} else if a.httpLn != nil {
 		a.httpLn.Close()
 	}
@@ -732,6 +734,51 @@ func (a *app) close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// freshConns tracks HTTP connections that have not sent a request yet.
+// http.Server.Shutdown waits up to 5 s for such a connection (a browser's
+// preconnect, a client's spare dial) before treating it as idle, which is
+// as long as our whole shutdown deadline: shutdown closes them itself.
+type freshConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (f *freshConns) track(c net.Conn, state http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if state == http.StateNew {
+		if f.conns == nil {
+			f.conns = map[net.Conn]struct{}{}
+		}
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+// shutdown stops srv gracefully within shutdownTimeout, closing the
+// connections that never sent a request as it goes.
+func (f *freshConns) shutdown(srv *http.Server) error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		f.mu.Lock()
+		for c := range f.conns {
+			c.Close()
+		}
+		f.mu.Unlock()
+		select {
+		case err := <-done:
+			return err
+		case <-tick.C:
+		}
+	}
 }
 
 // healthcheck asks the local server's /healthz; for Docker's HEALTHCHECK.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -156,4 +157,32 @@ func TestShutdownEndsOpenStream(t *testing.T) {
 		t.Errorf("close with an open stream: %v", err)
 	}
 	streamEnds(t, msgs, 5*time.Second)
+}
+
+// TestShutdownClosesSilentConnections: a connection that never sent a
+// request (a browser's preconnect) does not hold a stop for Shutdown's 5 s
+// and turn it into an error.
+func TestShutdownClosesSilentConnections(t *testing.T) {
+	s := startServer(t, "")
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s.app.fresh.mu.Lock()
+		n := len(s.app.fresh.conns)
+		s.app.fresh.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server never accepted the connection")
+		}
+	}
+	a := s.app
+	s.app = nil
+	if err := a.close(); err != nil {
+		t.Errorf("close with a silent connection open: %v", err)
+	}
 }
