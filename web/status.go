@@ -10,7 +10,8 @@ import (
 )
 
 // statusJSON is what the server's own process looks like, for operators
-// and the soak test (bench/soak) until /metrics exists.
+// and the soak test (bench/soak); /metrics has the same and more for
+// Prometheus.
 type statusJSON struct {
 	Goroutines int    `json:"goroutines"`
 	HeapBytes  uint64 `json:"heap_bytes"`
