@@ -217,10 +217,12 @@ func TestDeliveryUnderReconnectChurn(t *testing.T) {
 			receipts[f[1]] = r
 		}
 		r.n++
-		// The broker writes a command only before its not-after second;
-		// 250 ms covers the hand-off from the socket to this handler on a
-		// busy machine.
-		if late := time.Since(time.Unix(na, 0)); late > 250*time.Millisecond {
+		// The broker writes a command only before its not-after second
+		// (third_party PATCHES.md §3, proven to the second by the parked
+		// and queued tests); 1 s covers the hand-off from the socket to
+		// this handler on a busy machine, and is still far below the
+		// seconds-late delivery the old broker made.
+		if late := time.Since(time.Unix(na, 0)); late > time.Second {
 			r.late = late
 		}
 		mu.Unlock()
@@ -413,7 +415,7 @@ func TestCommandsShedPastTheBound(t *testing.T) {
 	s.connect("gate", "gate", s.createDevice("gate", "lock")).subscribe("todevice/gate")
 	held := make(chan int, 1)
 	go func() {
-		st, _ := s.api("POST", "/api/v1/devices/door/lock?wait=4s", "", nil)
+		st, _ := s.api("POST", "/api/v1/devices/door/lock?wait=8s", "", nil)
 		held <- st
 	}()
 	// The first request holds the only slot once its command is sent.

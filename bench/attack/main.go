@@ -395,40 +395,12 @@ func streams(s *harness.Server, stop chan struct{}) func() string {
 		conns = append(conns, resp.Body)
 		go io.Copy(io.Discard, resp.Body)
 	}
-	var reports atomic.Int64
-	var wg sync.WaitGroup
 	const reporters = 40
-	for i := 0; i < reporters; i++ {
-		id := fmt.Sprintf("reporter%d", i)
-		secret, err := s.CreateDevice(id, "lock")
-		if err != nil {
-			continue
-		}
-		c, err := s.Device("127.0.0.1", id, secret, "lock", false)
-		if err != nil {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer c.Disconnect(0)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if tok := c.Publish("toserver", 1, false, "state locked"); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
-					reports.Add(1)
-				}
-				time.Sleep(550 * time.Millisecond) // within the default message rate
-			}
-		}()
-	}
+	wait := report(s, "reporter", reporters, 5*time.Second, 550*time.Millisecond, stop) // within the default message rate
 	start := time.Now()
 	return func() string {
-		wg.Wait()
-		rate := float64(reports.Load()) / time.Since(start).Seconds()
+		_, acked := wait()
+		rate := float64(acked) / time.Since(start).Seconds()
 		for _, c := range conns {
 			c.Close()
 		}
@@ -438,10 +410,22 @@ func streams(s *harness.Server, stop chan struct{}) func() string {
 
 // flood connects 50 devices that publish reports as fast as they can.
 func flood(s *harness.Server, stop chan struct{}) func() string {
-	var sent, acked atomic.Int64
+	wait := report(s, "noisy", 50, 100*time.Millisecond, 0, stop)
+	return func() string {
+		sent, acked := wait()
+		return fmt.Sprintf("%d reports sent by 50 devices, %d acknowledged", sent, acked)
+	}
+}
+
+// report connects n devices that publish "state locked" at QoS 1 until
+// stop, each waiting up to ackWait for its PUBACK and then pause; the
+// function returned waits for them and says how many were sent and
+// acknowledged.
+func report(s *harness.Server, prefix string, n int, ackWait, pause time.Duration, stop chan struct{}) func() (sent, acked int64) {
+	var sentN, ackedN atomic.Int64
 	var wg sync.WaitGroup
-	for i := 0; i < 50; i++ {
-		id := fmt.Sprintf("noisy%d", i)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("%s%d", prefix, i)
 		secret, err := s.CreateDevice(id, "lock")
 		if err != nil {
 			continue
@@ -458,17 +442,17 @@ func flood(s *harness.Server, stop chan struct{}) func() string {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-time.After(pause):
 				}
-				sent.Add(1)
-				if tok := c.Publish("toserver", 1, false, "state locked"); tok.WaitTimeout(100*time.Millisecond) && tok.Error() == nil {
-					acked.Add(1)
+				sentN.Add(1)
+				if tok := c.Publish("toserver", 1, false, "state locked"); tok.WaitTimeout(ackWait) && tok.Error() == nil {
+					ackedN.Add(1)
 				}
 			}
 		}(c)
 	}
-	return func() string {
+	return func() (int64, int64) {
 		wg.Wait()
-		return fmt.Sprintf("%d reports sent by 50 devices, %d acknowledged", sent.Load(), acked.Load())
+		return sentN.Load(), ackedN.Load()
 	}
 }
