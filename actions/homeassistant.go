@@ -70,8 +70,14 @@ type homeAssistant struct {
 	// trees: person → device id → topic → what was published there (the
 	// payload; for a picture, "picture <stranger id>").
 	trees map[string]map[string]map[string]string
-	stop  chan struct{}
-	done  chan struct{}
+	// dirty and dirtyAll are what commits changed since the worker last
+	// synced; kick wakes the worker. Commits only mark them, so a report
+	// never waits for the trees' reads and publishes.
+	dirty    map[string]bool
+	dirtyAll bool
+	kick     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // WatchHomeAssistant starts keeping p's tree, publishing it now the first
@@ -96,16 +102,18 @@ func (s *Service) WatchHomeAssistant(p Principal) {
 	}
 	if s.ha.trees == nil {
 		s.ha.trees = map[string]map[string]map[string]string{}
-		s.ha.stop, s.ha.done = make(chan struct{}), make(chan struct{})
-		go s.haSweeper(s.ha.stop, s.ha.done)
+		s.ha.stop, s.ha.done, s.ha.kick = make(chan struct{}), make(chan struct{}), make(chan struct{}, 1)
+		s.ha.dirty = map[string]bool{}
+		go s.haSweeper(s.ha.stop, s.ha.kick, s.ha.done)
 	}
 	s.ha.trees[p.ID] = map[string]map[string]string{}
 	s.log.Info("home assistant discovery started", "user", p.ID)
 	s.haSync(p.ID, "")
 }
 
-// haSweeper syncs every tree every haSweep until stopHomeAssistant.
-func (s *Service) haSweeper(stop <-chan struct{}, done chan<- struct{}) {
+// haSweeper syncs what commits marked as changed when kicked, and every
+// tree every haSweep, until stopHomeAssistant.
+func (s *Service) haSweeper(stop <-chan struct{}, kick <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(haSweep)
 	defer t.Stop()
@@ -115,6 +123,18 @@ func (s *Service) haSweeper(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 			s.haSyncAll()
+		case <-kick:
+			s.ha.mu.Lock()
+			all, devices := s.ha.dirtyAll, s.ha.dirty
+			s.ha.dirtyAll, s.ha.dirty = false, map[string]bool{}
+			s.ha.mu.Unlock()
+			if all {
+				s.haSyncAll()
+				continue
+			}
+			for id := range devices {
+				s.haSyncDevice(id)
+			}
 		}
 	}
 }
@@ -132,33 +152,36 @@ func (s *Service) stopHomeAssistant() {
 	}
 }
 
-// haCommitted brings the trees up to date after a commit: every tree when
-// access changed or an admin changed something, otherwise only the
-// entries of the devices the events are about.
+// haCommitted marks what a commit changed for the worker (haSweeper) to
+// bring up to date: every tree when access changed or an admin changed
+// something, otherwise only the entries of the devices the events are
+// about. It runs on the committing goroutine (a device's connection loop,
+// for a report), so it only marks and wakes.
 func (s *Service) haCommitted(events []Event, access bool) {
 	s.ha.mu.Lock()
-	watching := len(s.ha.trees) > 0
-	s.ha.mu.Unlock()
-	if !watching {
+	defer s.ha.mu.Unlock()
+	if len(s.ha.trees) == 0 || s.ha.kick == nil {
 		return
 	}
-	devices := map[string]bool{}
+	changed := access
 	for _, e := range events {
 		switch e.Type {
 		case EventAdmin:
-			access = true
+			s.ha.dirtyAll, changed = true, true
 		case EventState, EventAck, EventOnline, EventOffline, EventHandShake, EventStranger, EventPairing:
 			if e.Device != "" {
-				devices[e.Device] = true
+				s.ha.dirty[e.Device], changed = true, true
 			}
 		}
 	}
 	if access {
-		s.haSyncAll()
-		return
+		s.ha.dirtyAll = true
 	}
-	for id := range devices {
-		s.haSyncDevice(id)
+	if changed {
+		select {
+		case s.ha.kick <- struct{}{}:
+		default: // the worker is already due to run
+		}
 	}
 }
 
