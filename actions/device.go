@@ -1,9 +1,7 @@
 package actions
 
 import (
-	"hash/fnv"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -348,26 +346,22 @@ const offlineGrace = time.Second
 // is presence: the first live connection makes the device online. Several
 // connections are counted, so a session takeover, where the new connection
 // may be counted before or after the old one is gone, never reports the
-// device offline.
+// device offline. It returns at once: the online event is committed and
+// announced by the presence worker (notify.go).
 func (s *Service) Connected(p Principal, remote string) {
 	if p.Kind != PrincipalDevice {
 		return
 	}
-	lock := s.presenceLock(p.ID)
-	lock.Lock()
-	defer lock.Unlock()
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.online[p.ID]++
-	first := s.online[p.ID] == 1
-	pending := s.goingOffline[p.ID]
-	delete(s.goingOffline, p.ID)
-	s.mu.Unlock()
-	if pending != nil {
-		pending.Stop() // back before anyone was told it left
+	if t := s.goingOffline[p.ID]; t != nil {
+		t.Stop() // back before anyone was told it left
+		delete(s.goingOffline, p.ID)
 		return
 	}
-	if first {
-		s.presence(p.ID, EventOnline, remote)
+	if s.online[p.ID] == 1 && !s.closed {
+		s.queuePresence(p.ID, EventOnline, remote)
 	}
 }
 
@@ -387,47 +381,13 @@ func (s *Service) Disconnected(p Principal, remote string) {
 	id := p.ID
 	var t *time.Timer
 	t = time.AfterFunc(offlineGrace, func() {
-		lock := s.presenceLock(id)
-		lock.Lock()
-		defer lock.Unlock()
 		s.mu.Lock()
-		still := s.goingOffline[id] == t
-		delete(s.goingOffline, id)
-		s.mu.Unlock()
-		if still {
-			s.presence(id, EventOffline, remote)
+		defer s.mu.Unlock()
+		if s.goingOffline[id] != t || s.closed {
+			return // back meanwhile, or shutting down
 		}
+		delete(s.goingOffline, id)
+		s.queuePresence(id, EventOffline, remote)
 	})
 	s.goingOffline[id] = t
-}
-
-// presenceLock serialises the presence writes of one device, so its online
-// and offline events are committed in the order they happened.
-func (s *Service) presenceLock(id string) *sync.Mutex {
-	h := fnv.New32a()
-	h.Write([]byte(id))
-	return &s.presenceLocks[h.Sum32()%uint32(len(s.presenceLocks))]
-}
-
-func (s *Service) presence(id, typ, remote string) {
-	now := s.now()
-	err := s.update(func(tx Tx) error {
-		d, err := tx.Device(id)
-		if err != nil {
-			return err
-		}
-		d.LastSeen = now
-		if err := tx.PutDevice(d); err != nil {
-			return err
-		}
-		return tx.AppendEvent(&Event{Time: now, Type: typ, Device: id, Via: ViaMQTT, Detail: remote})
-	})
-	if err != nil {
-		if ErrorCode(err) != ENotFound {
-			s.log.Error("record presence", "device_id", id, "error", err)
-		}
-		return
-	}
-	s.log.Info("device "+typ, "device_id", id, "remote", remote)
-	s.notifyDevice(id, typ+" "+id)
 }

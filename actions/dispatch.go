@@ -149,29 +149,6 @@ func (s *Service) publish(topic, payload string, ttl time.Duration) error {
 	return s.pub.Publish(topic, []byte(payload), ttl)
 }
 
-// notifyDevice tells every person who may see device id.
-// It reads the in-memory access index, no store, and skips people with no
-// app listening (when the publisher can tell), so a device report costs
-// nothing per person who cannot or does not listen.
-func (s *Service) notifyDevice(id, payload string) {
-	ix := s.index.cur.Load()
-	if ix == nil {
-		if err := s.store.View(func(tx Tx) (err error) { ix, err = s.access(tx); return err }); err != nil {
-			return
-		}
-	}
-	listens, _ := s.pub.(interface{ Subscribed(topic string) bool })
-	for _, p := range s.readers(ix, id) {
-		topic := AppTopic(p.ID)
-		if listens != nil && !listens.Subscribed(topic) {
-			continue
-		}
-		if err := s.publish(topic, payload, 0); err != nil {
-			s.log.Debug("notify", "user", p.ID, "error", err)
-		}
-	}
-}
-
 // handShake: `hand_shake <kind> [firmware] [name…]` from a device.
 func (s *Service) handShake(m Message) (string, error) {
 	if m.Sender.Kind == PrincipalPair {

@@ -61,6 +61,7 @@ func retentionEnv(tb testing.TB, cfg actions.Config) *env {
 	}
 	tb.Cleanup(svc.Close)
 	pub := newRecorder()
+	pub.settle = svc.Settle
 	svc.SetPublisher(pub)
 	if err := svc.Open(); err != nil {
 		tb.Fatalf("Open: %v", err)

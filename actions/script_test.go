@@ -24,6 +24,8 @@ type scriptPub struct {
 	// count, for benchmarks, only counts messages.
 	count bool
 	n     int
+	// settle waits for the service's queued notifications.
+	settle func()
 }
 
 func (p *scriptPub) Publish(topic string, payload []byte, _ time.Duration) error {
@@ -41,6 +43,9 @@ func (p *scriptPub) Disconnect(actions.Principal) {}
 
 // take returns what was published since the last take.
 func (p *scriptPub) take() []string {
+	if p.settle != nil {
+		p.settle()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m := p.msgs
@@ -89,7 +94,7 @@ func openScriptEnv(tb testing.TB, path string, change func(*actions.Config)) *sc
 		tb.Fatalf("actions.New: %v", err)
 	}
 	tb.Cleanup(svc.Close)
-	pub := &scriptPub{}
+	pub := &scriptPub{settle: svc.Settle}
 	svc.SetPublisher(pub)
 	if err := svc.Open(); err != nil {
 		tb.Fatalf("Open: %v", err)

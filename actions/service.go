@@ -85,11 +85,14 @@ type Service struct {
 	online map[string]int // device id → live connections
 	// goingOffline holds the timers of devices whose last connection
 	// ended, until offlineGrace has passed.
-	goingOffline  map[string]*time.Timer
-	presenceLocks [64]sync.Mutex
-	waiters       map[string][]chan<- Command // command id → waiting callers
-	timers        map[string]*time.Timer      // command id → expiry timer
-	closed        bool
+	goingOffline map[string]*time.Timer
+	waiters      map[string][]chan<- Command // command id → waiting callers
+	timers       map[string]*time.Timer      // command id → expiry timer
+	closed       bool
+
+	// bg runs notifications and presence off the connection loops
+	// (notify.go).
+	bg background
 }
 
 // New returns a Service; it does no I/O. Call SetPublisher and then Open.
@@ -148,6 +151,7 @@ func New(cfg Config) (*Service, error) {
 	s.registry = s.builtins()
 	s.retention = newRetention(cfg)
 	s.scripts = s.newScriptTable(cfg.Scripts, cfg.ScriptLimits)
+	s.startBackground()
 	return s, nil
 }
 
@@ -194,13 +198,16 @@ func (s *Service) Close() {
 	s.stopRetention()
 	s.stopHomeAssistant()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	s.bus.close()
+	s.closed = true // no more presence changes are queued
 	for id, t := range s.goingOffline {
 		t.Stop()
 		delete(s.goingOffline, id)
 	}
+	s.mu.Unlock()
+	s.stopBackground() // commits and announces what was queued
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bus.close()
 	for id, t := range s.timers {
 		t.Stop()
 		delete(s.timers, id)

@@ -49,6 +49,9 @@ type recorder struct {
 	disconnects []string // kind/id/token
 	err         error    // when set, Publish fails with it
 	changed     chan struct{}
+	// settle, when set, waits for the service's queued notifications, so
+	// that take sees what the calls before it caused.
+	settle func()
 }
 
 var _ actions.Publisher = (*recorder)(nil)
@@ -81,6 +84,9 @@ func (r *recorder) setErr(err error) {
 
 // take returns the messages published so far and forgets them.
 func (r *recorder) take() []published {
+	if r.settle != nil {
+		r.settle()
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	msgs := r.msgs
@@ -165,6 +171,7 @@ func openEnv(tb testing.TB, path string, ttl time.Duration) *env {
 	}
 	tb.Cleanup(svc.Close) // runs before db.Close
 	pub := newRecorder()
+	pub.settle = svc.Settle
 	svc.SetPublisher(pub)
 	if err := svc.Open(); err != nil {
 		tb.Fatalf("Open: %v", err)

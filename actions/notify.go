@@ -1,0 +1,243 @@
+package actions
+
+import (
+	"sync"
+	"time"
+)
+
+// Notifications and presence leave the connection loop of the device that
+// caused them. A device's report returns once its event is committed; who
+// is told about it, and how, is the notifier's work, on its own goroutine.
+// A connect returns once its counter is up; the online event is committed
+// by the presence worker, which takes every presence change queued so far
+// into one transaction, so a storm of connects costs a few commits, not
+// one each.
+//
+// Both queues keep order: notifications are published in the order they
+// were queued (an app sees "locked" then "unlocked", never the reverse),
+// and a device's online and offline events are committed in the order its
+// connections came and went. Neither loses anything: when the notification
+// queue is full the caller waits for room (back-pressure on the device
+// that reports faster than people can be told), and the presence queue is
+// bounded by the number of devices with a change pending.
+
+// notifyQueue bounds the notifications waiting for the notifier.
+const notifyQueue = 4096
+
+// maxPresenceBatch bounds the presence changes committed in one
+// transaction.
+const maxPresenceBatch = 1024
+
+type notification struct{ device, payload string }
+
+type presenceChange struct {
+	device, typ, remote string
+	at                  time.Time
+}
+
+// background runs the notifier and the presence worker.
+type background struct {
+	notes chan notification
+
+	mu       sync.Mutex
+	presence []presenceChange // guarded by mu
+	kick     chan struct{}    // a presence change is queued
+
+	// busy counts queued work not yet done, for Settle.
+	busy counter
+
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	once    sync.Once
+}
+
+// counter counts work in progress; Wait returns when there is none.
+type counter struct {
+	mu   sync.Mutex
+	n    int
+	zero *sync.Cond
+}
+
+func (c *counter) Add(d int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n += d
+	if c.n == 0 && c.zero != nil {
+		c.zero.Broadcast()
+	}
+}
+
+func (c *counter) Done() { c.Add(-1) }
+
+func (c *counter) Wait() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zero == nil {
+		c.zero = sync.NewCond(&c.mu)
+	}
+	for c.n > 0 {
+		c.zero.Wait()
+	}
+}
+
+func (s *Service) startBackground() {
+	b := &s.bg
+	b.notes = make(chan notification, notifyQueue)
+	b.kick = make(chan struct{}, 1)
+	b.stop = make(chan struct{})
+	b.stopped.Add(2)
+	go s.notifier()
+	go s.presenceWorker()
+}
+
+// stopBackground commits the presence changes and publishes the
+// notifications queued so far, then ends both workers.
+func (s *Service) stopBackground() {
+	s.bg.once.Do(func() { close(s.bg.stop) })
+	s.bg.stopped.Wait()
+}
+
+// Settle waits until every notification and presence change queued before
+// the call has been handed to the publisher and committed. Shutdown and
+// tests use it; nothing on a request path needs to.
+func (s *Service) Settle() { s.bg.busy.Wait() }
+
+// notifyDevice queues payload for every person who may see device id.
+func (s *Service) notifyDevice(id, payload string) {
+	s.bg.busy.Add(1)
+	select {
+	case s.bg.notes <- notification{id, payload}:
+		return
+	default:
+	}
+	select {
+	case s.bg.notes <- notification{id, payload}:
+	case <-s.bg.stop:
+		s.fanOut(id, payload) // shutting down: the notifier may be gone
+		s.bg.busy.Done()
+	}
+}
+
+func (s *Service) notifier() {
+	defer s.bg.stopped.Done()
+	for {
+		select {
+		case n := <-s.bg.notes:
+			s.fanOut(n.device, n.payload)
+			s.bg.busy.Done()
+		case <-s.bg.stop:
+			for {
+				select {
+				case n := <-s.bg.notes:
+					s.fanOut(n.device, n.payload)
+					s.bg.busy.Done()
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// fanOut publishes payload to every person who may see device id. It
+// reads the in-memory access index, no store, and skips people with no app
+// listening (when the publisher can tell), so a device report costs
+// nothing per person who cannot or does not listen.
+func (s *Service) fanOut(id, payload string) {
+	if s.pub == nil {
+		return
+	}
+	ix := s.index.cur.Load()
+	if ix == nil {
+		if err := s.store.View(func(tx Tx) (err error) { ix, err = s.access(tx); return err }); err != nil {
+			return
+		}
+	}
+	listens, _ := s.pub.(interface{ Subscribed(topic string) bool })
+	for _, p := range s.readers(ix, id) {
+		topic := AppTopic(p.ID)
+		if listens != nil && !listens.Subscribed(topic) {
+			continue
+		}
+		if err := s.publish(topic, payload, 0); err != nil {
+			s.log.Debug("notify", "user", p.ID, "error", err)
+		}
+	}
+}
+
+// queuePresence queues a presence change of device id; the caller holds
+// s.mu, which orders the changes of one device.
+func (s *Service) queuePresence(id, typ, remote string) {
+	s.bg.busy.Add(1)
+	s.bg.mu.Lock()
+	s.bg.presence = append(s.bg.presence, presenceChange{device: id, typ: typ, remote: remote, at: s.now()})
+	s.bg.mu.Unlock()
+	select {
+	case s.bg.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) presenceWorker() {
+	defer s.bg.stopped.Done()
+	for {
+		select {
+		case <-s.bg.kick:
+			s.recordPresence()
+		case <-s.bg.stop:
+			s.recordPresence()
+			return
+		}
+	}
+}
+
+// recordPresence commits the queued presence changes, up to
+// maxPresenceBatch per transaction, then logs and announces each.
+func (s *Service) recordPresence() {
+	for {
+		s.bg.mu.Lock()
+		n := min(len(s.bg.presence), maxPresenceBatch)
+		batch := s.bg.presence[:n:n]
+		s.bg.presence = s.bg.presence[n:]
+		if len(s.bg.presence) == 0 {
+			s.bg.presence = nil // let the array go
+		}
+		s.bg.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		var written []presenceChange
+		err := s.update(func(tx Tx) error {
+			written = written[:0] // fn may run again
+			for _, c := range batch {
+				d, err := tx.Device(c.device)
+				if ErrorCode(err) == ENotFound {
+					continue // deleted meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				d.LastSeen = c.at
+				if err := tx.PutDevice(d); err != nil {
+					return err
+				}
+				if err := tx.AppendEvent(&Event{Time: c.at, Type: c.typ, Device: c.device, Via: ViaMQTT, Detail: c.remote}); err != nil {
+					return err
+				}
+				written = append(written, c)
+			}
+			return nil
+		})
+		if err != nil {
+			s.log.Error("record presence", "changes", len(batch), "error", err)
+			written = nil
+		}
+		for _, c := range written {
+			s.log.Info("device "+c.typ, "device_id", c.device, "remote", c.remote)
+			s.notifyDevice(c.device, c.typ+" "+c.device)
+		}
+		for range batch {
+			s.bg.busy.Done()
+		}
+	}
+}
