@@ -159,7 +159,13 @@ func newEnv(tb testing.TB, ttl time.Duration) *env {
 // construct, wire, Open, EnsureAdmin. Both are closed when tb ends.
 func openEnv(tb testing.TB, path string, ttl time.Duration) *env {
 	tb.Helper()
-	db, err := store.Open(path)
+	return openEnvWith(tb, path, ttl, store.Options{})
+}
+
+// openEnvWith is openEnv with store options.
+func openEnvWith(tb testing.TB, path string, ttl time.Duration, opts store.Options) *env {
+	tb.Helper()
+	db, err := store.OpenWith(path, opts)
 	if err != nil {
 		tb.Fatalf("store.Open: %v", err)
 	}
@@ -844,6 +850,51 @@ func TestDesiredState(t *testing.T) {
 	e.send(t, "light1", "off")
 	if got := e.handShake(t, "light1", "light"); got != "off" {
 		t.Errorf("light off: desired %q, want off", got)
+	}
+}
+
+// TestConnectsDoNotWaitForTheStore: a connect returns while the store is
+// busy, and the online events of a storm of connects are committed together
+// once it is free, each announced to the people who may see the device.
+func TestConnectsDoNotWaitForTheStore(t *testing.T) {
+	var commits atomic.Int64
+	e := openEnvWith(t, filepath.Join(t.TempDir(), "g.db"), 0,
+		store.Options{OnCommit: func(time.Duration, int) { commits.Add(1) }})
+	const n = 300
+	for i := range n {
+		e.newDevice(t, fmt.Sprintf("lock%03d", i), actions.KindLock)
+	}
+	e.pub.take()
+
+	// Hold the store's writer until every connect has returned.
+	started, release, held := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		held <- e.db.Update(func(actions.Tx) error {
+			close(started)
+			<-release
+			return nil
+		})
+	}()
+	<-started
+	before := commits.Load()
+	for i := range n {
+		e.svc.Connected(dev(fmt.Sprintf("lock%03d", i)), remote) // would hang here before
+	}
+	close(release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	e.svc.Settle()
+	// The holder's commit, at most one presence change taken before the
+	// others were queued, and the rest in one transaction.
+	if c := commits.Load() - before; c > 3 {
+		t.Errorf("%d connects took %d commits, want at most 3", n, c)
+	}
+	if on := e.events(t, actions.EventQuery{Type: actions.EventOnline, Limit: 1000}); len(on) != n {
+		t.Errorf("%d online events, want %d", len(on), n)
+	}
+	if msgs := e.pub.take(); len(msgs) != n {
+		t.Errorf("%d notifications, want %d", len(msgs), n)
 	}
 }
 

@@ -192,3 +192,22 @@ func FreeAddr() string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// WaitIdle waits until process pid has used at most 10 ms of CPU in the
+// last 500 ms (work a burst left behind, like batched commits, is then
+// done), or until max has passed; it reports whether the process went
+// idle.
+func WaitIdle(pid int, max time.Duration) bool {
+	const window, quiet = 500 * time.Millisecond, 10 * time.Millisecond
+	deadline := time.Now().Add(max)
+	last := CPU(pid)
+	for time.Now().Before(deadline) {
+		time.Sleep(window)
+		now := CPU(pid)
+		if now-last <= quiet {
+			return true
+		}
+		last = now
+	}
+	return false
+}
