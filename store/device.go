@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"gatehouse/actions"
 )
@@ -66,7 +69,68 @@ func (t *tx) Device(id string) (actions.Device, error) {
 	if v == nil {
 		return actions.Device{}, actions.Errorf(actions.ENotFound, "device %q not found", id)
 	}
-	return decodeDevice([]byte(id), v)
+	if d, ok := t.devices.get(id, v); ok {
+		return d, nil
+	}
+	d, err := decodeDevice([]byte(id), v)
+	if err == nil {
+		t.devices.put(id, bytes.Clone(v), d)
+	}
+	return d, err
+}
+
+// maxCachedDevices bounds the device cache: about 600 bytes each.
+const maxCachedDevices = 8192
+
+// deviceCache keeps the devices read or written last, decoded, with the
+// record each was decoded from, so that a device reporting again is not
+// decoded again. It is never the truth: an entry is used only when its
+// record is, byte for byte, the one the transaction reads, so a write that
+// was rolled back, a transaction that reads an older version, an import or
+// a restore can never see a stale device through it.
+type deviceCache struct {
+	mu sync.Mutex
+	m  map[string]cachedDevice
+}
+
+type cachedDevice struct {
+	raw []byte
+	d   actions.Device
+}
+
+func (c *deviceCache) get(id string, raw []byte) (actions.Device, bool) {
+	if c == nil {
+		return actions.Device{}, false
+	}
+	c.mu.Lock()
+	e, ok := c.m[id]
+	c.mu.Unlock()
+	if !ok || !bytes.Equal(e.raw, raw) {
+		return actions.Device{}, false
+	}
+	d := e.d
+	d.SecretHash = bytes.Clone(d.SecretHash) // the caller's to change
+	return d, true
+}
+
+// put caches d, decoded from (or encoded as) raw, which the cache keeps.
+func (c *deviceCache) put(id string, raw []byte, d actions.Device) {
+	if c == nil {
+		return
+	}
+	d.SecretHash = bytes.Clone(d.SecretHash)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cachedDevice{}
+	}
+	if _, ok := c.m[id]; !ok && len(c.m) >= maxCachedDevices {
+		for k := range c.m { // an arbitrary one
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[id] = cachedDevice{raw: raw, d: d}
 }
 
 // Devices returns every device, ordered by id.
@@ -134,7 +198,45 @@ func (t *tx) PutDevice(d actions.Device) error {
 	if err := t.tx.Bucket(bucketDevices).Put([]byte(d.ID), v); err != nil {
 		return fmt.Errorf("put device %q: %w", d.ID, err)
 	}
+	// Cached as a read would decode it, used only if this commit holds v.
+	if r := newDeviceRecord(d); r.plain() {
+		t.devices.put(d.ID, v, r.decoded(d.ID))
+	}
 	return nil
+}
+
+// plain reports whether r's text fields are valid UTF-8, which JSON keeps
+// as they are (it replaces invalid bytes).
+func (r deviceRecord) plain() bool {
+	for _, s := range []string{r.Kind, r.Name, r.State, r.Firmware, r.Desired, r.Owner} {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// decoded is what decoding r's JSON gives: the device without its
+// monotonic clock readings and with the times' locations as parsing them
+// gives, so a cached device is the one a read would return.
+func (r deviceRecord) decoded(id string) actions.Device {
+	d := r.device(id)
+	d.LastSeen, d.Created = asParsed(d.LastSeen), asParsed(d.Created)
+	if len(d.SecretHash) == 0 {
+		d.SecretHash = nil // omitted when empty
+	}
+	return d
+}
+
+func asParsed(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	p, err := time.Parse(time.RFC3339Nano, t.Format(time.RFC3339Nano))
+	if err != nil {
+		return t
+	}
+	return p
 }
 
 // DeleteDevice removes the device id. Its commands and events stay: they

@@ -390,7 +390,7 @@ func TestIndexBuildFromSchema5(t *testing.T) {
 		return btx.Bucket(bucketMeta).Put(keyIndexBuild, half)
 	})
 	b.View(func(btx *bbolt.Tx) error {
-		db := &tx{btx}
+		db := &tx{tx: btx}
 		if db.indexesReady() {
 			t.Error("indexes used while the build is unfinished")
 		}

@@ -97,6 +97,8 @@ type DB struct {
 	health  writeHealth // whether the last commit failed (writer.go)
 	// onCommit is Options.OnCommit, never nil.
 	onCommit func(took time.Duration, writes int)
+	// devices keeps decoded devices (device.go).
+	devices deviceCache
 }
 
 // Options tunes Open.
@@ -246,7 +248,7 @@ func (db *DB) Close() error {
 
 // View runs fn in a read-only transaction.
 func (db *DB) View(fn func(actions.Tx) error) error {
-	return db.bolt.View(func(btx *bbolt.Tx) error { return fn(&tx{btx}) })
+	return db.bolt.View(func(btx *bbolt.Tx) error { return fn(db.tx(btx)) })
 }
 
 // Update runs fn in a read-write transaction that is committed, and synced
@@ -270,8 +272,11 @@ func (db *DB) Update(fn func(actions.Tx) error) error {
 // tx implements actions.Tx on one bbolt transaction. Its methods are the
 // private helpers every operation is built from.
 type tx struct {
-	tx *bbolt.Tx
+	tx      *bbolt.Tx
+	devices *deviceCache
 }
+
+func (db *DB) tx(btx *bbolt.Tx) *tx { return &tx{tx: btx, devices: &db.devices} }
 
 var _ actions.Tx = (*tx)(nil)
 

@@ -68,7 +68,7 @@ func (db *DB) commit(group []write) {
 		start := time.Now()
 		err := db.bolt.Update(func(btx *bbolt.Tx) error {
 			for i, w := range group {
-				if err := safeRun(w.fn, btx); err != nil {
+				if err := safeRun(w.fn, db.tx(btx)); err != nil {
 					failed = i
 					return err
 				}
@@ -96,7 +96,7 @@ func (db *DB) updateOne(fn func(actions.Tx) error) error {
 	ran := false
 	start := time.Now()
 	err := db.bolt.Update(func(btx *bbolt.Tx) error {
-		if err := safeRun(fn, btx); err != nil {
+		if err := safeRun(fn, db.tx(btx)); err != nil {
 			return err
 		}
 		ran = true
@@ -292,11 +292,11 @@ func (db *DB) probe() {
 
 // safeRun runs fn, turning a panic into an error so one bad write cannot
 // take the writer down with every caller waiting on it.
-func safeRun(fn func(actions.Tx) error, btx *bbolt.Tx) (err error) {
+func safeRun(fn func(actions.Tx) error, t *tx) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("store write panicked: %v", r)
 		}
 	}()
-	return fn(&tx{btx})
+	return fn(t)
 }
