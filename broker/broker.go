@@ -29,6 +29,10 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	// maxWritesPending bounds the messages queued to one slow client.
 	maxWritesPending = 128
+	// clientReadBuffer is each connection's read buffer (mochi's default
+	// is 2 KiB): a device's messages are a few dozen bytes, and a larger
+	// packet is read into its own buffer whatever this size.
+	clientReadBuffer = 1024
 	// maxInflight bounds the QoS 1 messages kept for one client.
 	maxInflight = 64
 	// maxSessionExpiry bounds how long a disconnected session is kept.
@@ -116,9 +120,10 @@ func New(svc *actions.Service, opts Options) (*Broker, error) {
 	caps.Compatibilities.ObscureNotAuthorized = false
 
 	srv := mqtt.New(&mqtt.Options{
-		Capabilities:           caps,
-		Logger:                 opts.Logger.With("subsystem", "mochi"),
-		SysTopicResendInterval: 60,
+		Capabilities:            caps,
+		ClientNetReadBufferSize: clientReadBuffer,
+		Logger:                  opts.Logger.With("subsystem", "mochi"),
+		SysTopicResendInterval:  60,
 	})
 	b := &Broker{
 		srv:  srv,

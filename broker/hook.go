@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -343,13 +344,33 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, refuse(cl, pk, packets.ErrRetainNotSupported)
 	}
 	payload := bytes.Clone(pk.Payload)
-	if err := h.svc.Dispatch(p, actions.ViaMQTT, payload); err != nil {
+	if err := h.dispatch(p, payload); err != nil {
 		h.log.Debug("dispatch", "client_id", cl.ID, "error", err)
 		if actions.IsStorageFailure(err) {
 			return pk, notStored(cl, pk, err)
 		}
 	}
 	return pk, packets.CodeSuccessIgnore // consumed: acked, delivered to nobody
+}
+
+// dispatch runs the action of payload on a goroutine of its own and waits
+// for it. The connection's goroutine, which mochi keeps for as long as the
+// device is connected, then never runs the deep work of an action (store,
+// JSON, scripts) and keeps a small stack: it is most of what an idle
+// device costs. A panic in an action (a bug) is logged and answered as an
+// internal error instead of ending the server.
+func (h *hook) dispatch(p actions.Principal, payload []byte) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				h.log.Error("action panicked", "principal", p.Kind+"/"+p.ID, "panic", r, "stack", string(debug.Stack()))
+				done <- actions.Errorf(actions.EInternal, "internal error")
+			}
+		}()
+		done <- h.svc.Dispatch(p, actions.ViaMQTT, payload)
+	}()
+	return <-done
 }
 
 // persistent reports whether the session cl asks for outlives its

@@ -195,26 +195,35 @@ func (cl *Client) WriteLoop() {
 	for {
 		select {
 		case pk := <-cl.State.outbound:
-			// GATEHOUSE PATCH: a message that expired while queued behind
-			// a slow connection is dropped, not written late.
-			if pk.FixedHeader.Type == packets.Publish && Expired(*pk, time.Now().Unix()) {
-				if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
-					atomic.AddInt64(&cl.ops.info.Inflight, -1)
-					cl.State.Inflight.IncreaseSendQuota()
-					cl.ops.hooks.OnQosDropped(cl, *pk)
-				}
-				atomic.AddInt32(&cl.State.outboundQty, -1)
-				continue
-			}
-			if err := cl.WritePacket(*pk); err != nil {
-				// TODO : Figure out what to do with error
-				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
-			}
-			atomic.AddInt32(&cl.State.outboundQty, -1)
+			// GATEHOUSE PATCH: written in a frame of its own, so the
+			// loop's frame, kept while it waits, stays small.
+			cl.writeQueued(pk)
 		case <-cl.State.open.Done():
 			return
 		}
 	}
+}
+
+// writeQueued writes pk, taken from the outbound queue.
+//
+//go:noinline
+func (cl *Client) writeQueued(pk *packets.Packet) {
+	// GATEHOUSE PATCH: a message that expired while queued behind a slow
+	// connection is dropped, not written late.
+	if pk.FixedHeader.Type == packets.Publish && Expired(*pk, time.Now().Unix()) {
+		if pk.FixedHeader.Qos > 0 && cl.State.Inflight.Delete(pk.PacketID) {
+			atomic.AddInt64(&cl.ops.info.Inflight, -1)
+			cl.State.Inflight.IncreaseSendQuota()
+			cl.ops.hooks.OnQosDropped(cl, *pk)
+		}
+		atomic.AddInt32(&cl.State.outboundQty, -1)
+		return
+	}
+	if err := cl.WritePacket(*pk); err != nil {
+		// TODO : Figure out what to do with error
+		cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
+	}
+	atomic.AddInt32(&cl.State.outboundQty, -1)
 }
 
 // ParseConnect parses the connect parameters and properties for a client.
@@ -412,16 +421,24 @@ func (cl *Client) Read(packetHandler ReadFn) error {
 			return err
 		}
 
-		pk, err := cl.ReadPacket(fh)
-		if err != nil {
-			return err
-		}
-
-		err = packetHandler(cl, pk) // Process inbound packet.
-		if err != nil {
+		// GATEHOUSE PATCH: the packet is read and handled in a frame of
+		// its own, so Read's frame, below every blocked read, stays small
+		// (see attachClient).
+		if err = cl.readAndHandle(fh, packetHandler); err != nil {
 			return err
 		}
 	}
+}
+
+// readAndHandle reads the packet fh begins and passes it to packetHandler.
+//
+//go:noinline
+func (cl *Client) readAndHandle(fh *packets.FixedHeader, packetHandler ReadFn) error {
+	pk, err := cl.ReadPacket(fh)
+	if err != nil {
+		return err
+	}
+	return packetHandler(cl, pk) // Process inbound packet.
 }
 
 // Stop instructs the client to shut down all processing goroutines and disconnect.

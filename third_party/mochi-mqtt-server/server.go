@@ -421,9 +421,55 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	go cl.WriteLoop()
 	defer cl.Stop(nil)
 
+	// GATEHOUSE PATCH: the CONNECT packet and everything done with it live
+	// in admitClient's frame, which is gone by the time this goroutine
+	// blocks in Read for the rest of the connection: the frames below a
+	// blocked read stay small, so the garbage collector can shrink the
+	// goroutine's stack to a few KiB (an idle client's largest cost).
+	connected, err := s.admitClient(cl, listener)
+	if !connected {
+		return err
+	}
+	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+
+	if err == nil {
+		err = cl.Read(s.receivePacket)
+		if err != nil {
+			s.sendLWT(cl)
+		} else {
+			cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
+		}
+	}
+	if err != nil {
+		cl.Stop(err)
+	}
+	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
+
+	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
+	s.hooks.OnDisconnect(cl, err, expire)
+
+	s.sessions.Lock()
+	if expire && !cl.IsTakenOver() {
+		cl.ClearInflights()
+		s.UnsubscribeClient(cl)
+		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
+	}
+	s.sessions.Unlock()
+
+	return err
+}
+
+// admitClient reads and validates the CONNECT of cl, authenticates it,
+// takes its session and acknowledges it (GATEHOUSE PATCH: split out of
+// attachClient). connected reports whether the client was counted in
+// ClientsConnected, which the caller then uncounts; err is nil when the
+// client may be read from.
+//
+//go:noinline
+func (s *Server) admitClient(cl *Client, listener string) (connected bool, err error) {
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
-		return fmt.Errorf("read connection: %w", err)
+		return false, fmt.Errorf("read connection: %w", err)
 	}
 
 	cl.ParseConnect(listener, pk)
@@ -434,34 +480,34 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 			s.SendConnack(cl, packets.ErrServerBusy, false, nil)
 		}
 
-		return packets.ErrServerBusy
+		return false, packets.ErrServerBusy
 	}
 
 	code := s.validateConnect(cl, pk) // [MQTT-3.1.4-1] [MQTT-3.1.4-2]
 	if code != packets.CodeSuccess {
 		if err := s.SendConnack(cl, code, false, nil); err != nil {
-			return fmt.Errorf("invalid connection send ack: %w", err)
+			return false, fmt.Errorf("invalid connection send ack: %w", err)
 		}
-		return code // [MQTT-3.2.2-7] [MQTT-3.1.4-6]
+		return false, code // [MQTT-3.2.2-7] [MQTT-3.1.4-6]
 	}
 
 	err = s.hooks.OnConnect(cl, pk)
 	if err != nil {
-		return err
+		return false, err
 	}
 
 	cl.refreshDeadline(cl.State.Keepalive)
 	if !s.hooks.OnConnectAuthenticate(cl, pk) { // [MQTT-3.1.4-2]
 		err := s.SendConnack(cl, packets.ErrBadUsernameOrPassword, false, nil)
 		if err != nil {
-			return fmt.Errorf("invalid connection send ack: %w", err)
+			return false, fmt.Errorf("invalid connection send ack: %w", err)
 		}
 
-		return packets.ErrBadUsernameOrPassword
+		return false, packets.ErrBadUsernameOrPassword
 	}
 
 	atomic.AddInt64(&s.Info.ClientsConnected, 1)
-	defer atomic.AddInt64(&s.Info.ClientsConnected, -1)
+	connected = true
 
 	s.hooks.OnSessionEstablish(cl, pk)
 
@@ -492,30 +538,8 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	if err == nil {
 		s.hooks.OnSessionEstablished(cl, pk)
-		err = cl.Read(s.receivePacket)
-		if err != nil {
-			s.sendLWT(cl)
-		} else {
-			cl.Properties.Will = Will{} // [MQTT-3.14.4-3] [MQTT-3.1.2-10]
-		}
 	}
-	if err != nil {
-		cl.Stop(err)
-	}
-	s.Log.Debug("client disconnected", "error", err, "client", cl.ID, "remote", cl.Net.Remote, "listener", listener)
-
-	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
-	s.hooks.OnDisconnect(cl, err, expire)
-
-	s.sessions.Lock()
-	if expire && !cl.IsTakenOver() {
-		cl.ClearInflights()
-		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
-	}
-	s.sessions.Unlock()
-
-	return err
+	return connected, err
 }
 
 // readConnectionPacket reads the first incoming header for a connection, and if
