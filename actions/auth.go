@@ -258,14 +258,13 @@ func (s *Service) rememberAddr(p Principal, remote string) {
 		return
 	}
 	now := s.now()
-	fresh := func(addrs []LoginAddr) bool {
-		for _, a := range addrs {
-			if a.Addr == addr && now.Sub(a.At) < goodEvery {
-				return true
-			}
-		}
-		return false
+	if p.Kind == PrincipalDevice {
+		// Off the connect path, with the other devices' (notify.go): a
+		// correct device secret never depends on it.
+		s.queueLogin(loginWrite{key: key, addr: addr, at: now})
+		return
 	}
+	fresh := func(addrs []LoginAddr) bool { return freshAddr(addrs, addr, now) }
 	var stored []LoginAddr
 	err := s.store.View(func(tx Tx) (err error) {
 		stored, err = tx.LoginAddrs(key)
@@ -287,14 +286,31 @@ func (s *Service) rememberAddr(p Principal, remote string) {
 		if fresh(addrs) {
 			return nil
 		}
-		addrs = slices.DeleteFunc(slices.Clone(addrs), func(a LoginAddr) bool { return a.Addr == addr })
-		addrs = append(addrs, LoginAddr{Addr: addr, At: now})
-		slices.SortFunc(addrs, func(a, b LoginAddr) int { return b.At.Compare(a.At) })
-		return tx.PutLoginAddrs(key, addrs[:min(len(addrs), maxGoodPerUser)])
+		return tx.PutLoginAddrs(key, withAddr(addrs, addr, now))
 	})
 	if err != nil {
 		s.log.Warn("record login address", "identity", key, "error", err)
 	}
+}
+
+// freshAddr reports whether addrs holds addr written less than goodEvery
+// before now.
+func freshAddr(addrs []LoginAddr, addr string, now time.Time) bool {
+	for _, a := range addrs {
+		if a.Addr == addr && now.Sub(a.At) < goodEvery {
+			return true
+		}
+	}
+	return false
+}
+
+// withAddr is addrs with addr last used at now, newest first, at most
+// maxGoodPerUser.
+func withAddr(addrs []LoginAddr, addr string, now time.Time) []LoginAddr {
+	addrs = slices.DeleteFunc(slices.Clone(addrs), func(a LoginAddr) bool { return a.Addr == addr })
+	addrs = append(addrs, LoginAddr{Addr: addr, At: now})
+	slices.SortFunc(addrs, func(a, b LoginAddr) int { return b.At.Compare(a.At) })
+	return addrs[:min(len(addrs), maxGoodPerUser)]
 }
 
 // refuse records a refused login as an event and a log line; note, if any,

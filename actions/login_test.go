@@ -8,9 +8,11 @@ import (
 	"gatehouse/actions"
 )
 
-// loginAddrs reads what the store keeps for identity.
+// loginAddrs reads what the store keeps for identity, once the
+// background writes of the logins before have been done.
 func (e *env) loginAddrs(tb testing.TB, identity string) []actions.LoginAddr {
 	tb.Helper()
+	e.svc.Settle()
 	var addrs []actions.LoginAddr
 	e.db.View(func(tx actions.Tx) (err error) {
 		addrs, err = tx.LoginAddrs(identity)

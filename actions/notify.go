@@ -30,6 +30,13 @@ const maxPresenceBatch = 1024
 
 type notification struct{ device, payload string }
 
+// loginWrite is an address a device logged in from correctly, to keep in
+// the store (auth.go rememberAddr).
+type loginWrite struct {
+	key, addr string
+	at        time.Time
+}
+
 type presenceChange struct {
 	device, typ, remote string
 	at                  time.Time
@@ -41,7 +48,8 @@ type background struct {
 
 	mu       sync.Mutex
 	presence []presenceChange // guarded by mu
-	kick     chan struct{}    // a presence change is queued
+	logins   []loginWrite     // guarded by mu
+	kick     chan struct{}    // a presence change or login is queued
 
 	// busy counts queued work not yet done, for Settle.
 	busy counter
@@ -184,8 +192,10 @@ func (s *Service) presenceWorker() {
 		select {
 		case <-s.bg.kick:
 			s.recordPresence()
+			s.recordLogins()
 		case <-s.bg.stop:
 			s.recordPresence()
+			s.recordLogins()
 			return
 		}
 	}
@@ -235,6 +245,69 @@ func (s *Service) recordPresence() {
 		for _, c := range written {
 			s.log.Info("device "+c.typ, "device_id", c.device, "remote", c.remote)
 			s.notifyDevice(c.device, c.typ+" "+c.device)
+		}
+		for range batch {
+			s.bg.busy.Done()
+		}
+	}
+}
+
+// queueLogin queues a device's good login address for the presence worker.
+func (s *Service) queueLogin(w loginWrite) {
+	s.bg.busy.Add(1)
+	s.bg.mu.Lock()
+	s.bg.logins = append(s.bg.logins, w)
+	s.bg.mu.Unlock()
+	select {
+	case s.bg.kick <- struct{}{}:
+	default:
+	}
+}
+
+// recordLogins keeps the queued login addresses, up to maxPresenceBatch
+// per transaction, and merges what the store held into the throttle.
+func (s *Service) recordLogins() {
+	for {
+		s.bg.mu.Lock()
+		n := min(len(s.bg.logins), maxPresenceBatch)
+		batch := s.bg.logins[:n:n]
+		s.bg.logins = s.bg.logins[n:]
+		if len(s.bg.logins) == 0 {
+			s.bg.logins = nil
+		}
+		s.bg.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		var stored map[string][]LoginAddr
+		err := s.store.Update(func(tx Tx) error {
+			stored = map[string][]LoginAddr{} // fn may run again
+			for _, w := range batch {
+				addrs, ok := stored[w.key]
+				if !ok {
+					var err error
+					addrs, err = tx.LoginAddrs(w.key)
+					if err != nil && ErrorCode(err) != ENotFound {
+						return err
+					}
+					stored[w.key] = addrs
+				}
+				if freshAddr(addrs, w.addr, w.at) {
+					continue
+				}
+				addrs = withAddr(addrs, w.addr, w.at)
+				if err := tx.PutLoginAddrs(w.key, addrs); err != nil {
+					return err
+				}
+				stored[w.key] = addrs // a later write of the batch keeps this one
+			}
+			return nil
+		})
+		if err != nil {
+			s.log.Warn("record login addresses", "identities", len(batch), "error", err)
+		}
+		for key, addrs := range stored {
+			s.throttle.learn(key, addrs)
 		}
 		for range batch {
 			s.bg.busy.Done()

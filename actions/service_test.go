@@ -853,16 +853,18 @@ func TestDesiredState(t *testing.T) {
 	}
 }
 
-// TestConnectsDoNotWaitForTheStore: a connect returns while the store is
-// busy, and the online events of a storm of connects are committed together
-// once it is free, each announced to the people who may see the device.
+// TestConnectsDoNotWaitForTheStore: a device's login and connect return
+// while the store is busy, and the online events and login addresses of a
+// storm of connects are committed together once it is free, each online
+// announced to the people who may see the device.
 func TestConnectsDoNotWaitForTheStore(t *testing.T) {
 	var commits atomic.Int64
 	e := openEnvWith(t, filepath.Join(t.TempDir(), "g.db"), 0,
 		store.Options{OnCommit: func(time.Duration, int) { commits.Add(1) }})
 	const n = 300
+	secrets := make([]string, n)
 	for i := range n {
-		e.newDevice(t, fmt.Sprintf("lock%03d", i), actions.KindLock)
+		secrets[i] = e.newDevice(t, fmt.Sprintf("lock%03d", i), actions.KindLock)
 	}
 	e.pub.take()
 
@@ -877,18 +879,28 @@ func TestConnectsDoNotWaitForTheStore(t *testing.T) {
 	}()
 	<-started
 	before := commits.Load()
-	for i := range n {
-		e.svc.Connected(dev(fmt.Sprintf("lock%03d", i)), remote) // would hang here before
+	for i := range n { // a login and a connect, as the broker does
+		id := fmt.Sprintf("lock%03d", i)
+		if _, err := e.svc.AuthenticateMQTT(id, id, []byte(secrets[i]), remote); err != nil {
+			t.Fatal(err)
+		}
+		e.svc.Connected(dev(id), remote) // would hang here before
 	}
 	close(release)
 	if err := <-held; err != nil {
 		t.Fatal(err)
 	}
 	e.svc.Settle()
-	// The holder's commit, at most one presence change taken before the
-	// others were queued, and the rest in one transaction.
-	if c := commits.Load() - before; c > 3 {
-		t.Errorf("%d connects took %d commits, want at most 3", n, c)
+	// The holder's commit, at most one presence change and one login
+	// address taken before the others were queued, and the rest of each
+	// in one transaction.
+	if c := commits.Load() - before; c > 5 {
+		t.Errorf("%d logins and connects took %d commits, want at most 5", n, c)
+	}
+	for i := range n {
+		if a := e.loginAddrs(t, actions.LoginIdentity(actions.PrincipalDevice, fmt.Sprintf("lock%03d", i))); len(a) != 1 {
+			t.Fatalf("lock%03d: login addresses %v, want one", i, a)
+		}
 	}
 	if on := e.events(t, actions.EventQuery{Type: actions.EventOnline, Limit: 1000}); len(on) != n {
 		t.Errorf("%d online events, want %d", len(on), n)
