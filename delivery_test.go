@@ -410,7 +410,11 @@ func TestBusyDeviceFailsCommandAtOnce(t *testing.T) {
 // TestCommandsShedPastTheBound: past --max-commands requests in progress,
 // a command request is answered at once with 503 and Retry-After.
 func TestCommandsShedPastTheBound(t *testing.T) {
-	s := startServerWith(t, "", func(c *config) { roundTripTTL(c); c.MaxCommands = 1 })
+	var logs syncBuffer
+	s := startServerWith(t, "", func(c *config) {
+		roundTripTTL(c)
+		c.MaxCommands, c.LogLevel, c.testLog = 1, "info", &logs
+	})
 	s.connect("door", "door", s.createDevice("door", "lock")).subscribe("todevice/door") // never answers
 	s.connect("gate", "gate", s.createDevice("gate", "lock")).subscribe("todevice/gate")
 	held := make(chan int, 1)
@@ -438,6 +442,16 @@ func TestCommandsShedPastTheBound(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
 		!strings.Contains(string(body), "too many commands in progress") {
 		t.Errorf("a command past the bound: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	// Refusals are logged once per interval with their count, never one
+	// error line each.
+	for range 20 {
+		if st, _ := s.api("POST", "/api/v1/devices/gate/unlock?wait=0s", "", nil); st != http.StatusServiceUnavailable {
+			t.Fatalf("past the bound: %d", st)
+		}
+	}
+	if n := strings.Count(logs.String(), "commands refused"); n != 1 || strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("21 refusals logged %d times as refused; log:\n%s", n, logs.String())
 	}
 	if st := <-held; st != http.StatusAccepted {
 		t.Errorf("the waiting command: %d", st)

@@ -52,7 +52,11 @@ func startServerWith(t *testing.T, dir string, change func(*config)) *testServer
 	if change != nil {
 		change(&cfg)
 	}
-	a, err := start(cfg, io.Discard)
+	var logs io.Writer = io.Discard
+	if cfg.testLog != nil {
+		logs = cfg.testLog
+	}
+	a, err := start(cfg, logs)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}

@@ -82,6 +82,8 @@ type config struct {
 	HTTPMaxConns, HTTPMaxConnsPer int
 	MaxStreams                    int
 	MaxCommands                   int
+	// testLog, when set, is where a test's server writes its log.
+	testLog io.Writer
 	// scriptLimits bound each script run; zero fields are the defaults.
 	scriptLimits actions.ScriptLimits
 	// connectTimeout is the MQTT CONNECT deadline; zero is the default.

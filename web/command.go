@@ -166,7 +166,22 @@ func (s *server) shed(next echo.HandlerFunc) echo.HandlerFunc {
 			defer func() { <-s.commands }()
 			return next(c)
 		default:
+			s.shedOne()
 			return actions.Errorf(actions.EBusy, "too many commands in progress (%d): retry shortly", cap(s.commands))
 		}
 	}
+}
+
+// shedLogEvery: commands refused past the bound are logged at most this
+// often, with their count.
+const shedLogEvery = 10 * time.Second
+
+func (s *server) shedOne() {
+	n := s.shedN.Add(1)
+	now, last := time.Now().UnixNano(), s.shedAt.Load()
+	if now-last < int64(shedLogEvery) || !s.shedAt.CompareAndSwap(last, now) {
+		return
+	}
+	n = s.shedN.Swap(0)
+	s.log.Warn("commands refused: too many in progress", "refused", n, "bound", cap(s.commands))
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -66,6 +67,9 @@ type server struct {
 	uploadTimeout time.Duration
 	// commands holds a token per command request in progress (shed).
 	commands chan struct{}
+	// shed counts commands refused at that bound since the last log line
+	// about them, written at most once per shedLogEvery (shedAt, unix ns).
+	shedN, shedAt atomic.Int64
 	// metrics serves /metrics; nil without Options.Metrics.
 	metrics http.Handler
 }
@@ -313,9 +317,10 @@ func (s *server) handleError(err error, c echo.Context) {
 		}
 	}
 	switch {
-	case actions.IsStorageFailure(err):
-		// The store logs failing writes once per interval; a line per
-		// request would repeat it thousands of times a minute.
+	case actions.IsStorageFailure(err), actions.ErrorCode(err) == actions.EBusy:
+		// The store logs failing writes once per interval, shed reports
+		// its refusals once per interval; a line per request would repeat
+		// them thousands of times a minute.
 		s.log.Debug("http request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "error", err)
 	case status >= 500:
 		s.log.Error("http request failed", "method", c.Request().Method, "path", c.Request().URL.Path, "error", err)
