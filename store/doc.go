@@ -42,9 +42,11 @@
 //	              deleted with its user or device (schema 5)
 //	events_by_device, events_by_type, events_by_user
 //	              the event's device, type or person (User), a zero byte,
-//	              then the event key → empty value: secondary indexes of
-//	              events, one entry per event and non-empty field of at
-//	              most 512 bytes (schema 6). Derived data: written by
+//	              then the first event key of a chunk → up to 32 event
+//	              keys in order (16 bytes each): secondary indexes of
+//	              events, one key per event and non-empty field of at
+//	              most 512 bytes without a zero byte (schema 6; in chunks
+//	              since schema 7, which rebuilds them). Derived data: written by
 //	              AppendEvent and deleted by PruneEvents in the same
 //	              transaction as their event, never exported, and rebuilt
 //	              by Open when missing (an import) or unfinished. While

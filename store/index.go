@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -12,12 +13,20 @@ import (
 	"gatehouse/actions"
 )
 
-// Secondary indexes of the event log (schema 6). Each is a bucket whose
-// keys are a field's value, a zero byte and the event key, with an empty
-// value; the entries of one value sort by event key, so by time, and a
-// query walks them backwards from its cursor (newest first), or forwards
-// after an id. They are derived data: never exported, rebuilt at Open when
-// missing (an import) or unfinished (a crash during the build).
+// Secondary indexes of the event log. Each is a bucket of chunks: a
+// chunk's key is a field's value, a zero byte and the first event key it
+// holds; its value is up to chunkKeys event keys of that field value, in
+// order, 16 bytes each. The chunks of one value sort by event key, so by
+// time, and a query walks them backwards from its cursor (newest first), or
+// forwards after an id.
+//
+// Chunks, not one entry per event (schema 6), because of what a write
+// costs in bbolt: a commit rewrites every leaf page it touches, and a leaf
+// of one-entry keys holds a hundred of them, all decoded and copied for one
+// insert. A report from each of a hundred devices touches a hundred leaves
+// of the device index; with chunks each of those leaves holds a few keys.
+// The indexes are derived data: never exported, rebuilt at Open when
+// missing (an import, an upgrade) or unfinished (a crash during the build).
 var (
 	bucketEventsByDevice = []byte("events_by_device")
 	bucketEventsByType   = []byte("events_by_type")
@@ -42,6 +51,23 @@ var eventIndexes = []struct {
 // indexSchema is the schema version that brought the event indexes.
 const indexSchema = 6
 
+// dropIndexes is migration 7: the indexes of schema 6 had an entry per
+// event; dropped, they are rebuilt in chunks at Open (createIndexes,
+// buildIndexes).
+func dropIndexes(tx *bbolt.Tx) error {
+	for _, ix := range eventIndexes {
+		if tx.Bucket(ix.bucket) != nil {
+			if err := tx.DeleteBucket(ix.bucket); err != nil {
+				return fmt.Errorf("drop bucket %s: %w", ix.bucket, err)
+			}
+		}
+	}
+	return nil
+}
+
+// chunkKeys is the most event keys one index chunk holds.
+const chunkKeys = 32
+
 // maxIndexedLen is the longest field value indexed. Longer values (only
 // ever sent by a hostile or broken client) are left out, and a query for
 // one walks the log instead: an index key must stay far below bbolt's
@@ -63,21 +89,149 @@ func countDecode() {
 	}
 }
 
-// indexKey is the key of event key k under value in an index.
-func indexKey(value string, k []byte) []byte {
-	out := make([]byte, 0, len(value)+1+len(k))
-	out = append(append(append(out, value...), 0), k...)
-	return out
+// indexable reports whether an index holds value. Values with a zero
+// byte (only ever sent by a hostile or broken client, as a user name) are
+// left out, so a chunk key's value part ends at its first zero byte.
+func indexable(value string) bool {
+	return value != "" && len(value) <= maxIndexedLen && !strings.ContainsRune(value, 0)
 }
 
-// indexable reports whether an index holds value.
-func indexable(value string) bool { return value != "" && len(value) <= maxIndexedLen }
+// chunkPrefix is the start of the keys of value's chunks.
+func chunkPrefix(value string) []byte { return append([]byte(value), 0) }
+
+// isChunkOf reports whether k is the key of a chunk of prefix.
+func isChunkOf(k, prefix []byte) bool {
+	return len(k) == len(prefix)+eventKeyLen && bytes.HasPrefix(k, prefix)
+}
+
+// findChunk positions c on the chunk of prefix that holds, or would hold,
+// event key ek: the last one whose first key is at or before ek, else the
+// first one; nil when prefix has none. buf is scratch space.
+func findChunk(c *bbolt.Cursor, prefix, ek, buf []byte) (k, v []byte) {
+	buf = append(append(buf[:0], prefix...), ek...)
+	k, v = c.Seek(buf)
+	if k != nil && bytes.Equal(k, buf) {
+		return k, v
+	}
+	var pk, pv []byte
+	if k == nil {
+		pk, pv = c.Last()
+	} else {
+		pk, pv = c.Prev()
+	}
+	if isChunkOf(pk, prefix) {
+		return pk, pv
+	}
+	if k, v = c.Seek(buf); isChunkOf(k, prefix) {
+		return k, v
+	}
+	return nil, nil
+}
+
+// search returns the position of ek in chunk value v (16-byte keys in
+// order) and whether it is there.
+func search(v, ek []byte) (int, bool) {
+	n := len(v) / eventKeyLen
+	lo, hi := 0, n
+	for lo < hi {
+		m := (lo + hi) / 2
+		if bytes.Compare(v[m*eventKeyLen:(m+1)*eventKeyLen], ek) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < n && bytes.Equal(v[lo*eventKeyLen:(lo+1)*eventKeyLen], ek)
+}
+
+// putChunk writes chunk value v (not empty) under its first key, in place
+// of the chunk at old (nil for none).
+func putChunk(b *bbolt.Bucket, prefix, old, v []byte) error {
+	k := append(slices.Clip(prefix), v[:eventKeyLen]...)
+	if old != nil && !bytes.Equal(old, k) {
+		if err := b.Delete(old); err != nil {
+			return err
+		}
+	}
+	return b.Put(k, v)
+}
+
+// indexPut adds event key ek under value to index b.
+func indexPut(b *bbolt.Bucket, value string, ek []byte) error {
+	prefix := chunkPrefix(value)
+	k, v := findChunk(b.Cursor(), prefix, ek, nil)
+	if k == nil {
+		return b.Put(append(prefix, ek...), bytes.Clone(ek))
+	}
+	i, found := search(v, ek)
+	if found {
+		return nil
+	}
+	n := len(v) / eventKeyLen
+	if i == n && n >= chunkKeys {
+		// The common case, a newer event: a full chunk stays full and a
+		// new one starts.
+		return b.Put(append(prefix, ek...), bytes.Clone(ek))
+	}
+	k = bytes.Clone(k)
+	nv := make([]byte, 0, len(v)+eventKeyLen)
+	nv = append(append(append(nv, v[:i*eventKeyLen]...), ek...), v[i*eventKeyLen:]...)
+	if n+1 <= chunkKeys {
+		return putChunk(b, prefix, k, nv)
+	}
+	half := (n + 1) / 2 * eventKeyLen // an insert into a full chunk splits it
+	if err := putChunk(b, prefix, k, nv[:half:half]); err != nil {
+		return err
+	}
+	return putChunk(b, prefix, nil, nv[half:])
+}
+
+// indexDelete removes event key ek under value from index b.
+func indexDelete(b *bbolt.Bucket, value string, ek []byte) error {
+	prefix := chunkPrefix(value)
+	k, v := findChunk(b.Cursor(), prefix, ek, nil)
+	if k == nil {
+		return nil
+	}
+	i, found := search(v, ek)
+	if !found {
+		return nil
+	}
+	k = bytes.Clone(k)
+	if len(v) == eventKeyLen {
+		return b.Delete(k)
+	}
+	nv := make([]byte, 0, len(v)-eventKeyLen)
+	nv = append(append(nv, v[:i*eventKeyLen]...), v[(i+1)*eventKeyLen:]...)
+	return putChunk(b, prefix, k, nv)
+}
+
+// indexEntries calls fn with the value and event key of every entry of
+// index b, and checks the chunks are well formed.
+func indexEntries(b *bbolt.Bucket, fn func(value string, ek []byte)) error {
+	return b.ForEach(func(k, v []byte) error {
+		z := bytes.IndexByte(k, 0)
+		if z < 0 || len(k) != z+1+eventKeyLen || len(v) == 0 || len(v)%eventKeyLen != 0 || len(v) > chunkKeys*eventKeyLen {
+			return fmt.Errorf("index chunk %q is malformed", k)
+		}
+		if !bytes.Equal(k[z+1:], v[:eventKeyLen]) {
+			return fmt.Errorf("index chunk %q does not start with its key", k)
+		}
+		for i := 0; i < len(v); i += eventKeyLen {
+			if i > 0 && bytes.Compare(v[i-eventKeyLen:i], v[i:i+eventKeyLen]) >= 0 {
+				return fmt.Errorf("index chunk %q is out of order", k)
+			}
+			fn(string(k[:z]), v[i:i+eventKeyLen])
+		}
+		return nil
+	})
+}
 
 // putIndexes adds the index entries of the event r under key k.
 func putIndexes(tx *bbolt.Tx, k []byte, r *eventRecord) error {
 	for _, ix := range eventIndexes {
 		if v := ix.field(r); indexable(v) {
-			if err := tx.Bucket(ix.bucket).Put(indexKey(v, k), []byte{}); err != nil {
+			if err := indexPut(tx.Bucket(ix.bucket), v, k); err != nil {
 				return fmt.Errorf("index event %x: %w", k, err)
 			}
 		}
@@ -89,7 +243,7 @@ func putIndexes(tx *bbolt.Tx, k []byte, r *eventRecord) error {
 func deleteIndexes(tx *bbolt.Tx, k []byte, r *eventRecord) error {
 	for _, ix := range eventIndexes {
 		if v := ix.field(r); indexable(v) {
-			if err := tx.Bucket(ix.bucket).Delete(indexKey(v, k)); err != nil {
+			if err := indexDelete(tx.Bucket(ix.bucket), v, k); err != nil {
 				return fmt.Errorf("unindex event %x: %w", k, err)
 			}
 		}
@@ -228,64 +382,97 @@ func (it *logIter) seek(target []byte) []byte {
 }
 
 // prefixIter walks the entries of one value in an index: the event keys
-// after prefix (the value and a zero byte). With bound set it stops at the
-// first event key below bound (desc) or starts there.
+// of its chunks. With bound set it stops at the first event key below
+// bound (desc) or starts there.
 type prefixIter struct {
 	c      *bbolt.Cursor
 	prefix []byte
 	bound  []byte
 	desc   bool
 	buf    []byte
+	chunk  []byte // the chunk the cursor is on
+	i      int    // the position in chunk
 }
 
 func newPrefixIter(b *bbolt.Bucket, value string, bound []byte, desc bool) *prefixIter {
-	return &prefixIter{c: b.Cursor(), prefix: append([]byte(value), 0), bound: bound, desc: desc}
+	return &prefixIter{c: b.Cursor(), prefix: chunkPrefix(value), bound: bound, desc: desc}
 }
 
-// settle returns the event key of index key k, skipping keys of another
-// shape (a value that itself holds a zero byte), nil past the prefix.
-func (it *prefixIter) settle(k []byte) []byte {
-	for ; k != nil; k = it.step() {
-		if !bytes.HasPrefix(k, it.prefix) {
-			return nil
-		}
-		if len(k) != len(it.prefix)+eventKeyLen {
-			continue
-		}
-		ek := k[len(it.prefix):]
-		if it.desc && it.bound != nil && bytes.Compare(ek, it.bound) < 0 {
-			return nil
-		}
-		return ek
+// at returns the key at the iterator's position, nil past the bound.
+func (it *prefixIter) at() []byte {
+	ek := it.chunk[it.i*eventKeyLen : (it.i+1)*eventKeyLen]
+	if it.desc && it.bound != nil && bytes.Compare(ek, it.bound) < 0 {
+		return nil
 	}
-	return nil
+	return ek
 }
 
-func (it *prefixIter) step() []byte {
+// step moves to the next chunk in walk order; false past the last.
+func (it *prefixIter) step() bool {
+	var k, v []byte
 	if it.desc {
-		k, _ := it.c.Prev()
-		return k
+		k, v = it.c.Prev()
+	} else {
+		k, v = it.c.Next()
 	}
-	k, _ := it.c.Next()
-	return k
+	if !isChunkOf(k, it.prefix) {
+		it.chunk = nil
+		return false
+	}
+	it.chunk, it.i = v, 0
+	if it.desc {
+		it.i = len(v)/eventKeyLen - 1
+	}
+	return true
 }
 
-func (it *prefixIter) next() []byte { return it.settle(it.step()) }
+func (it *prefixIter) next() []byte {
+	if it.chunk == nil {
+		return nil
+	}
+	if it.desc {
+		it.i--
+	} else {
+		it.i++
+	}
+	if it.i < 0 || it.i >= len(it.chunk)/eventKeyLen {
+		if !it.step() {
+			return nil
+		}
+	}
+	return it.at()
+}
 
 func (it *prefixIter) seek(target []byte) []byte {
 	if !it.desc && it.bound != nil && bytes.Compare(target, it.bound) < 0 {
 		target = it.bound
 	}
-	it.buf = append(append(it.buf[:0], it.prefix...), target...)
-	k, _ := it.c.Seek(it.buf)
+	k, v := findChunk(it.c, it.prefix, target, it.buf)
+	if k == nil {
+		it.chunk = nil
+		return nil
+	}
+	it.chunk = v
+	i, found := search(v, target)
+	n := len(v) / eventKeyLen
 	if it.desc {
-		if k == nil {
-			k, _ = it.c.Last()
-		} else if !bytes.Equal(k, it.buf) {
-			k, _ = it.c.Prev()
+		if !found {
+			i-- // the last key before target
+		}
+		if i < 0 {
+			it.chunk = nil // findChunk's first chunk starts after target
+			return nil
+		}
+		it.i = i
+		return it.at()
+	}
+	it.i = i
+	if i >= n {
+		if !it.step() {
+			return nil
 		}
 	}
-	return it.settle(k)
+	return it.at()
 }
 
 // unionIter walks the keys any of its iterators hold (a person's devices).

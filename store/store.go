@@ -72,6 +72,9 @@ var migrations = [...]func(*bbolt.Tx) error{
 	// (index.go). The migration only creates them and marks them unbuilt;
 	// Open then fills them in bounded transactions (buildIndexes).
 	createIndexes,
+	// 7: the event indexes in chunks of event keys (index.go); the old
+	// ones are dropped and Open rebuilds them.
+	dropIndexes,
 }
 
 // SchemaVersion is the schema version this binary writes: the number of
