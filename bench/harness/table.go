@@ -61,7 +61,7 @@ func Table(w io.Writer, samples []Sample, servers []string, floor string) error 
 			a, f := cells[k][servers[0]], cells[k][floor]
 			r := "–"
 			if len(a) > 0 && len(f) > 0 && Median(f) != 0 {
-				r = fmt.Sprintf("%.2f×", Median(a)/Median(f))
+				r = Num(Median(a)/Median(f)) + "×"
 			}
 			line = append(line, r)
 		}
