@@ -69,12 +69,18 @@ func (t *tx) Device(id string) (actions.Device, error) {
 	if v == nil {
 		return actions.Device{}, actions.Errorf(actions.ENotFound, "device %q not found", id)
 	}
-	if d, ok := t.devices.get(id, v); ok {
+	return t.decodeDevice([]byte(id), v)
+}
+
+// decodeDevice is decodeDevice through the cache: the device stored as v
+// under k.
+func (t *tx) decodeDevice(k, v []byte) (actions.Device, error) {
+	if d, ok := t.devices.get(string(k), v); ok {
 		return d, nil
 	}
-	d, err := decodeDevice([]byte(id), v)
+	d, err := decodeDevice(k, v)
 	if err == nil {
-		t.devices.put(id, bytes.Clone(v), d)
+		t.devices.put(string(k), bytes.Clone(v), d)
 	}
 	return d, err
 }
@@ -137,7 +143,7 @@ func (c *deviceCache) put(id string, raw []byte, d actions.Device) {
 func (t *tx) Devices() ([]actions.Device, error) {
 	devices := []actions.Device{}
 	err := t.tx.Bucket(bucketDevices).ForEach(func(k, v []byte) error {
-		d, err := decodeDevice(k, v)
+		d, err := t.decodeDevice(k, v)
 		if err != nil {
 			return err
 		}
@@ -177,7 +183,7 @@ func (t *tx) DevicePage(cursor string, limit int) ([]actions.Device, string, err
 		if len(devices) == limit {
 			return devices, devices[len(devices)-1].ID, nil
 		}
-		d, err := decodeDevice(k, v)
+		d, err := t.decodeDevice(k, v)
 		if err != nil {
 			return nil, "", err
 		}
