@@ -65,6 +65,13 @@ func startServerWith(t *testing.T, dir string, change func(*config)) *testServer
 	return s
 }
 
+// settle waits for the server's queued notifications and presence changes.
+func (s *testServer) settle() {
+	if s.app != nil {
+		s.app.svc.Settle()
+	}
+}
+
 func (s *testServer) stop() {
 	if s.app != nil {
 		if err := s.app.close(); err != nil {
@@ -196,6 +203,9 @@ type client struct {
 	c    paho.Client
 	msgs chan string // "topic payload"
 	lost chan error
+	// settle waits for the server's queued notifications and presence
+	// changes (actions.Service.Settle).
+	settle func()
 }
 
 // connect logs in to the test server; it fails the test when refused.
@@ -215,7 +225,7 @@ func (s *testServer) tryConnect(clientID, user, pass string) (*client, error) {
 // tryConnectFrom connects from the loopback address src (any of
 // 127.0.0.0/8), so tests can play several machines.
 func (s *testServer) tryConnectFrom(src, clientID, user, pass string) (*client, error) {
-	c := &client{t: s.t, msgs: make(chan string, 100), lost: make(chan error, 1)}
+	c := &client{t: s.t, msgs: make(chan string, 100), lost: make(chan error, 1), settle: s.settle}
 	opts := paho.NewClientOptions().AddBroker("tcp://" + s.mqtt).SetClientID(clientID).
 		SetDialer(&net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}).
 		SetProtocolVersion(4). // no silent retry as MQTT 3.1 after a refusal
@@ -243,8 +253,14 @@ func (s *testServer) tryConnectFrom(src, clientID, user, pass string) (*client, 
 }
 
 // subscribe subscribes at QoS 1 and returns the granted QoS (0x80 = refused).
+// An app topic is subscribed once the notifications already queued (a
+// device's online, announced off its connect) are out, so that it hears
+// what happens from then on, as a test expects.
 func (c *client) subscribe(topic string) byte {
 	c.t.Helper()
+	if strings.HasPrefix(topic, "toapp/") && c.settle != nil {
+		c.settle()
+	}
 	tok := c.c.Subscribe(topic, 1, nil)
 	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		c.t.Fatalf("subscribe %s: %v", topic, tok.Error())
