@@ -154,6 +154,7 @@ func TestEventsAPI(t *testing.T) {
 		t.Errorf("bad cursor: %d", st)
 	}
 	types := map[string]bool{}
+	s.settle() // the online event is committed off the connect
 	for _, e := range s.events("limit=1000") {
 		types[e.Type] = true
 	}
