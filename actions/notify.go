@@ -201,19 +201,26 @@ func (s *Service) presenceWorker() {
 	}
 }
 
+// takeQueued takes up to maxPresenceBatch items from the front of the queue
+// q, which mu guards.
+func takeQueued[T any](mu *sync.Mutex, q *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	n := min(len(*q), maxPresenceBatch)
+	batch := (*q)[:n:n]
+	*q = (*q)[n:]
+	if len(*q) == 0 {
+		*q = nil // let the array go
+	}
+	return batch
+}
+
 // recordPresence commits the queued presence changes, up to
 // maxPresenceBatch per transaction, then logs and announces each.
 func (s *Service) recordPresence() {
 	for {
-		s.bg.mu.Lock()
-		n := min(len(s.bg.presence), maxPresenceBatch)
-		batch := s.bg.presence[:n:n]
-		s.bg.presence = s.bg.presence[n:]
-		if len(s.bg.presence) == 0 {
-			s.bg.presence = nil // let the array go
-		}
-		s.bg.mu.Unlock()
-		if n == 0 {
+		batch := takeQueued(&s.bg.mu, &s.bg.presence)
+		if len(batch) == 0 {
 			return
 		}
 		var written []presenceChange
@@ -268,15 +275,8 @@ func (s *Service) queueLogin(w loginWrite) {
 // per transaction, and merges what the store held into the throttle.
 func (s *Service) recordLogins() {
 	for {
-		s.bg.mu.Lock()
-		n := min(len(s.bg.logins), maxPresenceBatch)
-		batch := s.bg.logins[:n:n]
-		s.bg.logins = s.bg.logins[n:]
-		if len(s.bg.logins) == 0 {
-			s.bg.logins = nil
-		}
-		s.bg.mu.Unlock()
-		if n == 0 {
+		batch := takeQueued(&s.bg.mu, &s.bg.logins)
+		if len(batch) == 0 {
 			return
 		}
 		var stored map[string][]LoginAddr
