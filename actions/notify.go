@@ -18,8 +18,15 @@ import (
 // and a device's online and offline events are committed in the order its
 // connections came and went. Neither loses anything: when the notification
 // queue is full the caller waits for room (back-pressure on the device
-// that reports faster than people can be told), and the presence queue is
-// bounded by the number of devices with a change pending.
+// that reports faster than people can be told). The presence queue grows
+// with connects and disconnects while the store is slow to commit, which
+// the connection limits bound (broker/limit.go); it is taken 1,024 changes
+// per transaction.
+//
+// At shutdown the presence worker stops first (committing and announcing
+// what was queued), then the notifier (publishing what was queued); from
+// then on a notification is published by its caller, and a presence change
+// or login address is dropped (the server is stopping).
 
 // notifyQueue bounds the notifications waiting for the notifier.
 const notifyQueue = 4096
@@ -37,10 +44,7 @@ type loginWrite struct {
 	at        time.Time
 }
 
-type presenceChange struct {
-	device, typ, remote string
-	at                  time.Time
-}
+type presenceChange struct{ device, typ, remote string }
 
 // background runs the notifier and the presence worker.
 type background struct {
@@ -49,14 +53,20 @@ type background struct {
 	mu       sync.Mutex
 	presence []presenceChange // guarded by mu
 	logins   []loginWrite     // guarded by mu
+	ended    bool             // guarded by mu: the presence worker is gone
 	kick     chan struct{}    // a presence change or login is queued
+
+	// notesMu orders notifyDevice's sends before the notifier's end:
+	// senders hold it for reading, the shutdown for writing.
+	notesMu    sync.RWMutex
+	notesEnded bool // guarded by notesMu
 
 	// busy counts queued work not yet done, for Settle.
 	busy counter
 
-	stop    chan struct{}
-	stopped sync.WaitGroup
-	once    sync.Once
+	stopPresence, stopNotes       chan struct{}
+	presenceStopped, notesStopped chan struct{}
+	once                          sync.Once
 }
 
 // counter counts work in progress; Wait returns when there is none.
@@ -92,17 +102,26 @@ func (s *Service) startBackground() {
 	b := &s.bg
 	b.notes = make(chan notification, notifyQueue)
 	b.kick = make(chan struct{}, 1)
-	b.stop = make(chan struct{})
-	b.stopped.Add(2)
+	b.stopPresence, b.stopNotes = make(chan struct{}), make(chan struct{})
+	b.presenceStopped, b.notesStopped = make(chan struct{}), make(chan struct{})
 	go s.notifier()
 	go s.presenceWorker()
 }
 
 // stopBackground commits the presence changes and publishes the
-// notifications queued so far, then ends both workers.
+// notifications queued so far, then ends both workers: the presence
+// worker first, since it notifies.
 func (s *Service) stopBackground() {
-	s.bg.once.Do(func() { close(s.bg.stop) })
-	s.bg.stopped.Wait()
+	b := &s.bg
+	b.once.Do(func() {
+		close(b.stopPresence)
+		<-b.presenceStopped
+		b.notesMu.Lock() // no send under way
+		b.notesEnded = true
+		b.notesMu.Unlock()
+		close(b.stopNotes)
+	})
+	<-b.notesStopped
 }
 
 // Settle waits until every notification and presence change queued before
@@ -112,29 +131,27 @@ func (s *Service) Settle() { s.bg.busy.Wait() }
 
 // notifyDevice queues payload for every person who may see device id.
 func (s *Service) notifyDevice(id, payload string) {
-	s.bg.busy.Add(1)
-	select {
-	case s.bg.notes <- notification{id, payload}:
+	b := &s.bg
+	b.notesMu.RLock()
+	if b.notesEnded {
+		b.notesMu.RUnlock()
+		s.fanOut(id, payload) // shutting down: no notifier any more
 		return
-	default:
 	}
-	select {
-	case s.bg.notes <- notification{id, payload}:
-	case <-s.bg.stop:
-		s.fanOut(id, payload) // shutting down: the notifier may be gone
-		s.bg.busy.Done()
-	}
+	b.busy.Add(1)
+	b.notes <- notification{id, payload} // waits while the queue is full
+	b.notesMu.RUnlock()
 }
 
 func (s *Service) notifier() {
-	defer s.bg.stopped.Done()
+	defer close(s.bg.notesStopped)
 	for {
 		select {
 		case n := <-s.bg.notes:
 			s.fanOut(n.device, n.payload)
 			s.bg.busy.Done()
-		case <-s.bg.stop:
-			for {
+		case <-s.bg.stopNotes:
+			for { // no sender is left (stopBackground)
 				select {
 				case n := <-s.bg.notes:
 					s.fanOut(n.device, n.payload)
@@ -176,9 +193,13 @@ func (s *Service) fanOut(id, payload string) {
 // queuePresence queues a presence change of device id; the caller holds
 // s.mu, which orders the changes of one device.
 func (s *Service) queuePresence(id, typ, remote string) {
-	s.bg.busy.Add(1)
 	s.bg.mu.Lock()
-	s.bg.presence = append(s.bg.presence, presenceChange{device: id, typ: typ, remote: remote, at: s.now()})
+	if s.bg.ended {
+		s.bg.mu.Unlock()
+		return
+	}
+	s.bg.busy.Add(1)
+	s.bg.presence = append(s.bg.presence, presenceChange{device: id, typ: typ, remote: remote})
 	s.bg.mu.Unlock()
 	select {
 	case s.bg.kick <- struct{}{}:
@@ -187,13 +208,16 @@ func (s *Service) queuePresence(id, typ, remote string) {
 }
 
 func (s *Service) presenceWorker() {
-	defer s.bg.stopped.Done()
+	defer close(s.bg.presenceStopped)
 	for {
 		select {
 		case <-s.bg.kick:
 			s.recordPresence()
 			s.recordLogins()
-		case <-s.bg.stop:
+		case <-s.bg.stopPresence:
+			s.bg.mu.Lock()
+			s.bg.ended = true // nothing more is queued
+			s.bg.mu.Unlock()
 			s.recordPresence()
 			s.recordLogins()
 			return
@@ -216,38 +240,27 @@ func takeQueued[T any](mu *sync.Mutex, q *[]T) []T {
 }
 
 // recordPresence commits the queued presence changes, up to
-// maxPresenceBatch per transaction, then logs and announces each.
+// maxPresenceBatch per transaction, then logs and announces each. A
+// change that cannot be written (a device record that does not decode) is
+// taken out and the rest committed without it.
 func (s *Service) recordPresence() {
 	for {
 		batch := takeQueued(&s.bg.mu, &s.bg.presence)
 		if len(batch) == 0 {
 			return
 		}
-		var written []presenceChange
-		err := s.update(func(tx Tx) error {
-			written = written[:0] // fn may run again
-			for _, c := range batch {
-				d, err := tx.Device(c.device)
-				if ErrorCode(err) == ENotFound {
-					continue // deleted meanwhile
-				}
+		written, err := s.writePresence(batch)
+		if err != nil && !IsStorageFailure(err) && len(batch) > 1 {
+			written = written[:0]
+			for _, c := range batch { // one at a time: only the bad one fails
+				w, err := s.writePresence([]presenceChange{c})
 				if err != nil {
-					return err
+					s.log.Error("record presence", "device_id", c.device, "event", c.typ, "error", err)
 				}
-				d.LastSeen = c.at
-				if err := tx.PutDevice(d); err != nil {
-					return err
-				}
-				if err := tx.AppendEvent(&Event{Time: c.at, Type: c.typ, Device: c.device, Via: ViaMQTT, Detail: c.remote}); err != nil {
-					return err
-				}
-				written = append(written, c)
+				written = append(written, w...)
 			}
-			return nil
-		})
-		if err != nil {
+		} else if err != nil {
 			s.log.Error("record presence", "changes", len(batch), "error", err)
-			written = nil
 		}
 		for _, c := range written {
 			s.log.Info("device "+c.typ, "device_id", c.device, "remote", c.remote)
@@ -259,10 +272,51 @@ func (s *Service) recordPresence() {
 	}
 }
 
+// writePresence commits batch in one transaction and returns the changes
+// written: those of devices that still exist. Events take the time of the
+// commit, so their keys follow the events committed before them (a stream
+// resumed after an id misses none), and a device's last-seen time never
+// goes back.
+func (s *Service) writePresence(batch []presenceChange) ([]presenceChange, error) {
+	var written []presenceChange
+	err := s.update(func(tx Tx) error {
+		written = written[:0] // fn may run again
+		now := s.now()
+		for _, c := range batch {
+			d, err := tx.Device(c.device)
+			if ErrorCode(err) == ENotFound {
+				continue // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if now.After(d.LastSeen) {
+				d.LastSeen = now
+				if err := tx.PutDevice(d); err != nil {
+					return err
+				}
+			}
+			if err := tx.AppendEvent(&Event{Time: now, Type: c.typ, Device: c.device, Via: ViaMQTT, Detail: c.remote}); err != nil {
+				return err
+			}
+			written = append(written, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return written, nil
+}
+
 // queueLogin queues a device's good login address for the presence worker.
 func (s *Service) queueLogin(w loginWrite) {
-	s.bg.busy.Add(1)
 	s.bg.mu.Lock()
+	if s.bg.ended {
+		s.bg.mu.Unlock()
+		return
+	}
+	s.bg.busy.Add(1)
 	s.bg.logins = append(s.bg.logins, w)
 	s.bg.mu.Unlock()
 	select {

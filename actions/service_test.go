@@ -910,6 +910,31 @@ func TestConnectsDoNotWaitForTheStore(t *testing.T) {
 	}
 }
 
+// TestShutdownLosesNoNotification: the presence changes queued before
+// Close are committed and announced by it, and a notification after Close
+// (an action still finishing) is published by its caller; Settle returns.
+func TestShutdownLosesNoNotification(t *testing.T) {
+	e := newEnv(t, 0)
+	e.newDevice(t, "lock1", actions.KindLock)
+	e.newDevice(t, "lock2", actions.KindLock)
+	e.pub.take()
+	e.svc.Connected(dev("lock1"), remote)
+	e.svc.Close()
+	if on := e.events(t, actions.EventQuery{Type: actions.EventOnline}); len(on) != 1 {
+		t.Errorf("online events after Close: %d, want 1", len(on))
+	}
+	if err := e.dispatch(dev("lock2"), "state locked"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range e.pub.take() { // take settles: it must return
+		got = append(got, m.Topic+" "+m.Payload)
+	}
+	if want := []string{"toapp/admin online lock1", "toapp/admin state lock2 locked"}; !slices.Equal(got, want) {
+		t.Errorf("published %q, want %q", got, want)
+	}
+}
+
 func TestPresence(t *testing.T) {
 	e := newEnv(t, 0)
 	e.addUser(t, "bob", actions.RoleMember)

@@ -3,7 +3,6 @@ package broker
 import (
 	"bytes"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,19 +356,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 // for it. The connection's goroutine, which mochi keeps for as long as the
 // device is connected, then never runs the deep work of an action (store,
 // JSON, scripts) and keeps a small stack: it is most of what an idle
-// device costs. A panic in an action (a bug) is logged and answered as an
-// internal error instead of ending the server.
+// device costs.
 func (h *hook) dispatch(p actions.Principal, payload []byte) error {
 	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				h.log.Error("action panicked", "principal", p.Kind+"/"+p.ID, "panic", r, "stack", string(debug.Stack()))
-				done <- actions.Errorf(actions.EInternal, "internal error")
-			}
-		}()
-		done <- h.svc.Dispatch(p, actions.ViaMQTT, payload)
-	}()
+	go func() { done <- h.svc.Dispatch(p, actions.ViaMQTT, payload) }()
 	return <-done
 }
 

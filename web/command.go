@@ -176,12 +176,25 @@ func (s *server) shed(next echo.HandlerFunc) echo.HandlerFunc {
 // often, with their count.
 const shedLogEvery = 10 * time.Second
 
+// shedOne counts a refused command. The first refusal after a quiet spell
+// is logged at once; those that follow are logged together every
+// shedLogEvery while refusals go on, and once more after they stop.
 func (s *server) shedOne() {
-	n := s.shedN.Add(1)
-	now, last := time.Now().UnixNano(), s.shedAt.Load()
-	if now-last < int64(shedLogEvery) || !s.shedAt.CompareAndSwap(last, now) {
+	s.shedN.Add(1)
+	if s.shedLogging.CompareAndSwap(false, true) {
+		s.logShed()
+	}
+}
+
+func (s *server) logShed() {
+	n := s.shedN.Swap(0)
+	if n == 0 {
+		s.shedLogging.Store(false)
+		if s.shedN.Load() > 0 && s.shedLogging.CompareAndSwap(false, true) {
+			s.logShed() // one came in between
+		}
 		return
 	}
-	n = s.shedN.Swap(0)
 	s.log.Warn("commands refused: too many in progress", "refused", n, "bound", cap(s.commands))
+	time.AfterFunc(shedLogEvery, s.logShed)
 }

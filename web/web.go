@@ -67,9 +67,10 @@ type server struct {
 	uploadTimeout time.Duration
 	// commands holds a token per command request in progress (shed).
 	commands chan struct{}
-	// shed counts commands refused at that bound since the last log line
-	// about them, written at most once per shedLogEvery (shedAt, unix ns).
-	shedN, shedAt atomic.Int64
+	// shedN counts commands refused at that bound since the last log line
+	// about them; shedLogging is set while such lines are due (shedOne).
+	shedN       atomic.Int64
+	shedLogging atomic.Bool
 	// metrics serves /metrics; nil without Options.Metrics.
 	metrics http.Handler
 }
