@@ -47,33 +47,8 @@ func TestParseAge(t *testing.T) {
 // retentionEnv is openEnv with retention settings.
 func retentionEnv(tb testing.TB, cfg actions.Config) *env {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "g.db")
-	db, err := store.Open(path)
-	if err != nil {
-		tb.Fatalf("store.Open: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	clk := &clock{}
-	cfg.Store, cfg.Now, cfg.Location, cfg.CommandTTL = db, clk.Now, time.UTC, actions.MaxCommandTTL
-	svc, err := actions.New(cfg)
-	if err != nil {
-		tb.Fatalf("actions.New: %v", err)
-	}
-	tb.Cleanup(svc.Close)
-	pub := newRecorder()
-	pub.settle = svc.Settle
-	svc.SetPublisher(pub)
-	if err := svc.Open(); err != nil {
-		tb.Fatalf("Open: %v", err)
-	}
-	if _, err := svc.EnsureAdmin(adminToken); err != nil {
-		tb.Fatalf("EnsureAdmin: %v", err)
-	}
-	admin, err := svc.AuthenticateBearer(adminToken, remote)
-	if err != nil {
-		tb.Fatalf("AuthenticateBearer(admin): %v", err)
-	}
-	return &env{db: db, svc: svc, pub: pub, clock: clk, path: path, admin: admin}
+	cfg.CommandTTL = actions.MaxCommandTTL
+	return openEnvWith(tb, filepath.Join(tb.TempDir(), "g.db"), store.Options{}, cfg)
 }
 
 // pngPicture is a small valid PNG.

@@ -159,11 +159,12 @@ func newEnv(tb testing.TB, ttl time.Duration) *env {
 // construct, wire, Open, EnsureAdmin. Both are closed when tb ends.
 func openEnv(tb testing.TB, path string, ttl time.Duration) *env {
 	tb.Helper()
-	return openEnvWith(tb, path, ttl, store.Options{})
+	return openEnvWith(tb, path, store.Options{}, actions.Config{CommandTTL: ttl})
 }
 
-// openEnvWith is openEnv with store options.
-func openEnvWith(tb testing.TB, path string, ttl time.Duration, opts store.Options) *env {
+// openEnvWith is openEnv with store options and a service configuration
+// (its Store, Now and Location are the environment's).
+func openEnvWith(tb testing.TB, path string, opts store.Options, cfg actions.Config) *env {
 	tb.Helper()
 	db, err := store.OpenWith(path, opts)
 	if err != nil {
@@ -171,7 +172,8 @@ func openEnvWith(tb testing.TB, path string, ttl time.Duration, opts store.Optio
 	}
 	tb.Cleanup(func() { db.Close() })
 	clk := &clock{}
-	svc, err := actions.New(actions.Config{Store: db, CommandTTL: ttl, Now: clk.Now, Location: time.UTC})
+	cfg.Store, cfg.Now, cfg.Location = db, clk.Now, time.UTC
+	svc, err := actions.New(cfg)
 	if err != nil {
 		tb.Fatalf("actions.New: %v", err)
 	}
@@ -859,8 +861,8 @@ func TestDesiredState(t *testing.T) {
 // announced to the people who may see the device.
 func TestConnectsDoNotWaitForTheStore(t *testing.T) {
 	var commits atomic.Int64
-	e := openEnvWith(t, filepath.Join(t.TempDir(), "g.db"), 0,
-		store.Options{OnCommit: func(time.Duration, int) { commits.Add(1) }})
+	e := openEnvWith(t, filepath.Join(t.TempDir(), "g.db"),
+		store.Options{OnCommit: func(time.Duration, int) { commits.Add(1) }}, actions.Config{})
 	const n = 300
 	secrets := make([]string, n)
 	for i := range n {
