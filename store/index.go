@@ -106,9 +106,9 @@ func isChunkOf(k, prefix []byte) bool {
 
 // findChunk positions c on the chunk of prefix that holds, or would hold,
 // event key ek: the last one whose first key is at or before ek, else the
-// first one; nil when prefix has none. buf is scratch space.
-func findChunk(c *bbolt.Cursor, prefix, ek, buf []byte) (k, v []byte) {
-	buf = append(append(buf[:0], prefix...), ek...)
+// first one; nil when prefix has none.
+func findChunk(c *bbolt.Cursor, prefix, ek []byte) (k, v []byte) {
+	buf := append(slices.Clip(prefix), ek...)
 	k, v = c.Seek(buf)
 	if k != nil && bytes.Equal(k, buf) {
 		return k, v
@@ -159,7 +159,7 @@ func putChunk(b *bbolt.Bucket, prefix, old, v []byte) error {
 // indexPut adds event key ek under value to index b.
 func indexPut(b *bbolt.Bucket, value string, ek []byte) error {
 	prefix := chunkPrefix(value)
-	k, v := findChunk(b.Cursor(), prefix, ek, nil)
+	k, v := findChunk(b.Cursor(), prefix, ek)
 	if k == nil {
 		return b.Put(append(prefix, ek...), bytes.Clone(ek))
 	}
@@ -189,7 +189,7 @@ func indexPut(b *bbolt.Bucket, value string, ek []byte) error {
 // indexDelete removes event key ek under value from index b.
 func indexDelete(b *bbolt.Bucket, value string, ek []byte) error {
 	prefix := chunkPrefix(value)
-	k, v := findChunk(b.Cursor(), prefix, ek, nil)
+	k, v := findChunk(b.Cursor(), prefix, ek)
 	if k == nil {
 		return nil
 	}
@@ -389,7 +389,6 @@ type prefixIter struct {
 	prefix []byte
 	bound  []byte
 	desc   bool
-	buf    []byte
 	chunk  []byte // the chunk the cursor is on
 	i      int    // the position in chunk
 }
@@ -447,7 +446,7 @@ func (it *prefixIter) seek(target []byte) []byte {
 	if !it.desc && it.bound != nil && bytes.Compare(target, it.bound) < 0 {
 		target = it.bound
 	}
-	k, v := findChunk(it.c, it.prefix, target, it.buf)
+	k, v := findChunk(it.c, it.prefix, target)
 	if k == nil {
 		it.chunk = nil
 		return nil
